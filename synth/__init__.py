@@ -1,0 +1,1 @@
+"""Everything up to the corpora: data preparation, Semantic IDs, teacher synthesis."""
