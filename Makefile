@@ -59,6 +59,15 @@ synth: $(STAMP)
 		$(call opt,--rpm,$(RPM)) $(call opt,--tpm,$(TPM)) $(call opt,--limit,$(LIMIT)) \
 		$(call opt,--budget-usd,$(BUDGET_USD)) $(call flag,--dry-run,$(DRY_RUN)) $(call flag,--batch,$(BATCH))
 
+# Reference rows in the same harness: MODEL=sasrec or MODEL=popular.
+baseline: $(STAMP)
+	$(BIN)/python -m train.baselines --model $(if $(filter sasrec popular,$(MODEL)),$(MODEL),$(error make baseline needs MODEL=sasrec or MODEL=popular)) \
+		--dataset $(DATASET) --data-dir $(DATA_DIR) --runs-dir $(RUNS_DIR) --seed $(SEED) \
+		$(call opt,--epochs,$(EPOCHS)) $(call opt,--device,$(DEVICE))
+
+report: $(STAMP)
+	$(BIN)/python -m train.report --dataset $(DATASET) --runs-dir $(RUNS_DIR) $(call opt,--out,$(REPORT_OUT))
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 

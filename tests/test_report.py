@@ -1,0 +1,108 @@
+"""The report lists every run it finds, one row per stage and mode, and says which files it skipped."""
+import json
+
+import pytest
+
+from train import report
+from train.published import paper_dataset, published_rows
+
+
+def _metrics(r10, n=100):
+    return {"recall@5": r10 / 2, "ndcg@5": r10 / 4, "recall@10": r10, "ndcg@10": r10 / 3, "n": n}
+
+
+def _write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(obj if isinstance(obj, str) else json.dumps(obj), encoding="utf-8")
+
+
+@pytest.fixture()
+def runs(tmp_path):
+    root = tmp_path / "runs"
+    _write(root / "office" / "baseline-sasrec" / "metrics.json", {
+        "model": "sasrec", "kind": "baseline", "dataset": "office", "teacher": None,
+        "data": {"name": "office", "stats": {"train": 9484}, "sha256": {"train.jsonl": "ab" * 32}},
+        "stages": {"sasrec": {"direct": _metrics(0.111)}}, "wall_time_s": 1.0})
+    _write(root / "office" / "baseline-popular" / "metrics.json", {
+        "model": "popular", "kind": "baseline", "dataset": "office", "data": {"name": "office"},
+        "stages": {"popular": {"direct": _metrics(0.045)}}})
+    _write(root / "office" / "tiny-metadata" / "metrics.json", {
+        "model": "tiny", "teacher": {"name": "metadata", "corpus_sha256": "cd" * 32}, "dataset": "office",
+        "data": "office (import of shared Office)",
+        "stages": {
+            "grpo": {"thinking": _metrics(0.031)},  # out of order on purpose
+            "align": {"direct": _metrics(0.011), "thinking": _metrics(0.012)},
+            "activate": {"thinking": _metrics(0.021), "direct": {}},  # an empty mode is skipped
+        }})
+    _write(root / "office" / "tiny-gpt" / "metrics.json", {
+        "model": "tiny", "teacher": "gpt-4o-mini", "dataset": "office", "limit": 200,
+        "stages": {"grpo": {"thinking": _metrics(0.05)}, "align": {"direct": _metrics(0.04)}}})
+    _write(root / "office" / "nested" / "run2" / "metrics.json", {
+        "model": "Qwen3-0.6B", "stages": {"align": _metrics(0.2)}})  # metrics without a mode level
+    _write(root / "office" / "broken" / "metrics.json", '{"model": "x", "stages": {')
+    _write(root / "office" / "nostages" / "metrics.json", {"model": "x"})
+    _write(root / "games" / "other" / "metrics.json", {"stages": {"align": {"direct": _metrics(0.9)}}})
+    return root
+
+
+def test_report_includes_every_run_and_skips_malformed_files_by_name(runs, caplog):
+    rep = report.build("office", runs)
+    got = [(r.run, r.stages, r.mode) for r in rep.rows]
+    assert got == [
+        ("baseline-popular", "popular", "direct"),
+        ("baseline-sasrec", "sasrec", "direct"),
+        ("nested/run2", "align", "—"),
+        ("tiny-gpt", "align", "direct"),
+        ("tiny-gpt", "align → activate → grpo", "thinking"),
+        ("tiny-metadata", "align", "direct"),
+        ("tiny-metadata", "align", "thinking"),
+        ("tiny-metadata", "align → activate", "thinking"),
+        ("tiny-metadata", "align → activate → grpo", "thinking"),
+    ]
+    skipped = dict(rep.skipped)
+    assert set(skipped) == {str(runs / "office" / "broken" / "metrics.json"),
+                            str(runs / "office" / "nostages" / "metrics.json")}
+    assert "not valid JSON" in skipped[str(runs / "office" / "broken" / "metrics.json")]
+    assert any("broken/metrics.json" in rec.getMessage() for rec in caplog.records)
+
+    md = rep.markdown_path.read_text(encoding="utf-8")
+    assert rep.markdown_path == runs / "office" / "report.md"
+    for run in ("baseline-popular", "baseline-sasrec", "nested/run2", "tiny-gpt", "tiny-metadata"):
+        assert f"| {run} |" in md
+    assert "| tiny-metadata | tiny | metadata (cdcdcdcd) | align → activate → grpo | " in md
+    assert "office (train 9,484 rows, sha abababab)" in md
+    assert "| tiny-gpt | tiny | gpt-4o-mini | align | office, limit 200 rows | direct |" in md
+    assert "0.1110" in md and "0.0450" in md
+    assert "other" not in md  # another dataset's runs stay out
+    assert "broken/metrics.json" in md and "nostages/metrics.json" in md
+    # the paper's numbers, marked as such
+    assert "published, not measured" in md and "| SIDReasoner |" in md and "0.1648" in md
+    assert rep.png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![Recall@10 and NDCG@10](report.png)" in md
+
+
+def test_strict_mode_turns_a_malformed_file_into_an_error_naming_it(runs, capsys):
+    with pytest.raises(report.ReportError, match=r"broken/metrics.json: not valid JSON"):
+        report.build("office", runs, strict=True)
+    assert report.main(["--dataset", "office", "--runs-dir", str(runs), "--strict"]) == 2
+    assert "broken/metrics.json" in capsys.readouterr().err
+
+
+def test_cli_writes_where_told_and_a_dataset_without_paper_numbers(tmp_path, runs, capsys):
+    out = tmp_path / "elsewhere" / "r.md"
+    assert report.main(["--dataset", "games", "--runs-dir", str(runs), "--out", str(out)]) == 0
+    md = out.read_text(encoding="utf-8")
+    assert "| other |" in md and "0.9000" in md and (tmp_path / "elsewhere" / "r.png").exists()
+    assert report.main(["--dataset", "mine", "--runs-dir", str(runs)]) == 0
+    md = (runs / "mine" / "report.md").read_text(encoding="utf-8")
+    assert "No metrics.json found" in md and "Published rows: none for 'mine'" in md
+
+
+def test_paper_dataset_names():
+    assert paper_dataset("office") == paper_dataset("Office_Products") == "Office"
+    assert paper_dataset("Industrial_and_Scientific") == "Industrial"
+    assert paper_dataset("video-games") == "Games"
+    assert paper_dataset("movielens") is None
+    rows = published_rows("office")
+    assert {r["model"] for r in rows} >= {"SASRec", "SIDReasoner"}
+    assert all(not r["verified"] for r in rows)  # transcriptions until checked against the paper

@@ -1,0 +1,67 @@
+"""Numbers the SIDReasoner paper publishes (Table 2), for the report's "published, not measured" rows.
+
+Paper: He et al., "Reasoning over Semantic IDs Enhances Generative Recommendation" (SIDReasoner,
+arXiv 2603.23183, KDD 2026), Table 2: test Recall@5/10 and NDCG@5/10 under full ranking, on the
+Amazon 2018 Office, Industrial and Games data this toolkit imports.
+
+Provenance, honestly: the paper's own table could not be read here. The values below are
+TRANSCRIPTIONS by a third-party reproduction (github.com/FSmisaka/Reasoning4GenRec-Reproduction:
+README "复现目标（论文 Table 2）", README section "论文参考值 (Table 2)", src/train/common.py
+PAPER_REF, results/reproduction.md); every entry therefore carries ``verified: False`` and the
+report says so. TODO: check each value against the paper's Table 2 and set ``verified`` to True;
+add the rows still missing (the other baselines of Table 2, and SASRec/TIGER on Industrial).
+Never fill a value in from anywhere but the paper or a transcription named here.
+"""
+from __future__ import annotations
+
+import re
+
+PAPER = "SIDReasoner, arXiv 2603.23183, Table 2"
+SOURCE = "transcribed by github.com/FSmisaka/Reasoning4GenRec-Reproduction, not yet checked against the paper"
+
+# dataset -> list of rows; metrics use the toolkit's key names.
+PUBLISHED: dict[str, list[dict]] = {
+    "Office": [
+        {"model": "SASRec", "recall@5": 0.1019, "ndcg@5": 0.0824, "recall@10": 0.1167, "ndcg@10": 0.0871,
+         "verified": False},
+        {"model": "TIGER", "recall@5": 0.1270, "ndcg@5": 0.1037, "recall@10": 0.1429, "ndcg@10": 0.1121,
+         "verified": False},
+        {"model": "SIDReasoner", "recall@5": 0.1373, "ndcg@5": 0.1119, "recall@10": 0.1648, "ndcg@10": 0.1208,
+         "verified": False},
+    ],
+    "Games": [
+        {"model": "SASRec", "recall@5": 0.0501, "ndcg@5": 0.0345, "recall@10": 0.0723, "ndcg@10": 0.0416,
+         "verified": False},
+        {"model": "TIGER", "recall@5": 0.0489, "ndcg@5": 0.0300, "recall@10": 0.0763, "ndcg@10": 0.0402,
+         "verified": False},
+        {"model": "SIDReasoner", "recall@5": 0.0710, "ndcg@5": 0.0460, "recall@10": 0.1031, "ndcg@10": 0.0563,
+         "verified": False},
+    ],
+    "Industrial": [
+        {"model": "SIDReasoner", "recall@5": 0.1109, "ndcg@5": 0.0905, "recall@10": 0.1438, "ndcg@10": 0.1010,
+         "verified": False},
+    ],
+}
+
+# Names a user may give the dataset (folder names, Amazon category names) -> the paper's column.
+_ALIASES = {
+    "office": "Office", "officeproducts": "Office",
+    "games": "Games", "videogames": "Games",
+    "industrial": "Industrial", "industrialandscientific": "Industrial", "industrialscientific": "Industrial",
+}
+
+
+def paper_dataset(name: str) -> str | None:
+    """'office', 'Office_Products', 'office-small' -> 'Office'; None when the paper has no column."""
+    key = re.sub(r"[^a-z]", "", name.lower())
+    if key in _ALIASES:
+        return _ALIASES[key]
+    for alias, canon in _ALIASES.items():  # a prefix such as 'office' in 'officesmall'
+        if key.startswith(alias):
+            return canon
+    return None
+
+
+def published_rows(dataset: str) -> list[dict]:
+    canon = paper_dataset(dataset)
+    return [dict(row, paper_dataset=canon) for row in PUBLISHED.get(canon, [])] if canon else []

@@ -1,0 +1,319 @@
+"""One table for a dataset: every run's metrics.json under runs/<dataset>/, beside the paper's numbers.
+
+    python -m train.report --dataset office [--runs-dir runs] [--out runs/office/report.md] [--strict]
+
+Reads every ``metrics.json`` below ``runs/<dataset>/`` (LLM runs from ``make train``/``make eval``
+and baselines from ``make baseline``), one row per (run, stage, mode):
+
+    {"model", "teacher", "dataset", "data", "stages": {stage: {mode: {"recall@5", ...}}}, ...}
+
+A stage may also hold the metrics directly (no mode level). Missing parts show as "—". The
+"stages" column is the chain of training stages behind a row (align -> activate -> grpo), taken
+from the record's ``trained_stages`` when present. The paper's Table 2 numbers for the dataset
+(``train.published``) follow, marked "published, not measured".
+
+A metrics.json that cannot be read (not JSON, not an object, no ``stages`` with metrics) is
+skipped with a warning naming the file and the reason, and listed under the table, so one broken
+run does not hide the others; ``--strict`` makes it an error instead.
+
+Writes ``report.md`` and ``report.png`` (Recall@10 and NDCG@10 bars) atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from synth.io import atomic_write
+from train.published import PAPER, SOURCE, paper_dataset, published_rows
+
+log = logging.getLogger(__name__)
+
+METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+CHART_METRICS = ("recall@10", "ndcg@10")
+LLM_STAGES = ("align", "activate", "grpo")  # THE order of the trainer's stages
+MODE_ORDER = {"direct": 0, "thinking": 1}
+MEASURED = "measured"
+PUBLISHED = "published, not measured"
+DASH = "—"
+
+
+class ReportError(ValueError):
+    """A metrics.json that cannot be used (raised with --strict; otherwise a warning)."""
+
+
+@dataclass
+class Row:
+    run: str
+    model: str
+    teacher: str
+    stages: str
+    data: str
+    mode: str
+    metrics: dict
+    source: str = MEASURED
+    path: str = ""
+    order: tuple = field(default=(), repr=False)
+
+    @property
+    def label(self) -> str:
+        if self.source != MEASURED:
+            return f"{self.model} (paper)"
+        return f"{self.run} · {self.stages} · {self.mode}"
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------------
+def _name(value, default: str = DASH) -> str:
+    """A field that may be a string, a dict with a name, or absent."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, dict):
+        for key in ("name", "corpus", "id", "model"):
+            if value.get(key):
+                name = str(value[key])
+                sha = _short_sha(value)
+                return f"{name} ({sha})" if sha else name
+        return default
+    return str(value)
+
+
+def _short_sha(d: dict) -> str:
+    """First 8 hex digits of a hash found in ``d`` (a ``*sha*`` key, or a ``sha256`` dict)."""
+    for key, v in d.items():
+        if "sha" not in key.lower():
+            continue
+        if isinstance(v, str) and re.fullmatch(r"[0-9a-f]{16,}", v):
+            return v[:8]
+        if isinstance(v, dict):  # {"train.jsonl": "...", ...}: prefer the training file
+            pick = v.get("train.jsonl") or next((x for x in v.values() if isinstance(x, str)), "")
+            if re.fullmatch(r"[0-9a-f]{16,}", pick or ""):
+                return pick[:8]
+    return ""
+
+
+def describe_data(data, dataset: str | None) -> str:
+    """'office (train 9,484 rows, sha 1a2b3c4d)' from whatever the run recorded about its data."""
+    if isinstance(data, str) and data:
+        return data
+    if not isinstance(data, dict):
+        return dataset or DASH
+    name = data.get("name") or data.get("dataset") or dataset or DASH
+    stats = data.get("stats") if isinstance(data.get("stats"), dict) else {}
+    train = stats.get("train", data.get("train", data.get("train_rows")))
+    parts = []
+    if isinstance(train, int):
+        parts.append(f"train {train:,} rows")
+    sha = _short_sha(data)
+    if sha:
+        parts.append(f"sha {sha}")
+    return f"{name} ({', '.join(parts)})" if parts else str(name)
+
+
+def _is_metrics(d) -> bool:
+    return isinstance(d, dict) and any(k in d for k in METRICS)
+
+
+def stage_chain(stage: str, record: dict) -> str:
+    order = record.get("trained_stages")
+    if not (isinstance(order, list) and stage in order):
+        order = list(LLM_STAGES)
+    if stage in order:
+        return " → ".join(order[: order.index(stage) + 1])
+    return stage
+
+
+def rows_of(path: Path, record, run: str, dataset: str | None = None) -> list[Row]:
+    """The rows of one metrics.json; raises ReportError naming the file when it is unusable."""
+    if not isinstance(record, dict):
+        raise ReportError(f"{path}: expected a JSON object, got {type(record).__name__}")
+    stages = record.get("stages")
+    if not isinstance(stages, dict) or not stages:
+        raise ReportError(f"{path}: no \"stages\" object (expected {{stage: {{mode: metrics}}}})")
+    model = _name(record.get("model"), run)
+    teacher = _name(record.get("teacher"))
+    data = describe_data(record.get("data"), record.get("dataset") or dataset)
+    if isinstance(record.get("limit"), int) and record["limit"] > 0:  # the trainer's --limit (smoke runs)
+        data += f", limit {record['limit']} rows"
+    rows = []
+    for s_idx, (stage, modes) in enumerate(stages.items()):
+        if _is_metrics(modes):
+            modes = {DASH: modes}
+        if not isinstance(modes, dict):
+            continue
+        for mode, metrics in modes.items():
+            if not _is_metrics(metrics):
+                continue
+            # baselines first, then run by run, each in stage order (align, activate, grpo)
+            rank = LLM_STAGES.index(stage) if stage in LLM_STAGES else len(LLM_STAGES)
+            rows.append(Row(run=run, model=model, teacher=teacher, stages=stage_chain(stage, record),
+                            data=data, mode=str(mode), metrics=metrics, path=str(path),
+                            order=(record.get("kind") != "baseline", run, rank, s_idx,
+                                   MODE_ORDER.get(mode, 9), str(mode))))
+    if not rows:
+        raise ReportError(f"{path}: \"stages\" holds no metrics ({', '.join(METRICS)})")
+    return rows
+
+
+def collect(dataset_dir: Path, strict: bool = False) -> tuple[list[Row], list[tuple[str, str]]]:
+    """All rows under ``dataset_dir`` and the (file, reason) pairs that were skipped."""
+    rows: list[Row] = []
+    skipped: list[tuple[str, str]] = []
+    for path in sorted(dataset_dir.rglob("metrics.json")):
+        run = path.parent.relative_to(dataset_dir).as_posix() or dataset_dir.name
+        try:
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ReportError(f"{path}: not valid JSON ({e})") from e
+            rows.extend(rows_of(path, record, run, dataset_dir.name))
+        except ReportError as e:
+            if strict:
+                raise
+            log.warning("skipping %s", e)
+            skipped.append((str(path), str(e)))
+    rows.sort(key=lambda r: r.order)
+    return rows, skipped
+
+
+def paper_rows(dataset: str) -> list[Row]:
+    rows = []
+    for p in published_rows(dataset):
+        note = PUBLISHED if p.get("verified") else f"{PUBLISHED} (transcription, unverified)"
+        rows.append(Row(run=f"paper: {p['paper_dataset']}", model=p["model"], teacher=DASH, stages=DASH,
+                        data=f"paper's {p['paper_dataset']} data", mode=DASH,
+                        metrics={k: p[k] for k in METRICS if k in p}, source=note))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------------
+def _fmt(v) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and math.isnan(v)):
+        return DASH
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _cell(text: str) -> str:
+    """Markdown-safe table cell: run names and model names come from the file system / files."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(dataset: str, rows: list[Row], published: list[Row], skipped, chart: str | None) -> str:
+    head = ["run", "model", "teacher corpus", "stages", "data trained on", "mode",
+            "Recall@5", "NDCG@5", "Recall@10", "NDCG@10", "n", "source"]
+    lines = [f"# Results on {dataset}", ""]
+    lines.append("Measured rows: test split, full ranking over all items, metrics from `train.metrics` "
+                 "(the code `make eval` uses). One row per run, training stage and decoding mode.")
+    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in [*rows, *published]:
+        cells = [r.run, r.model, r.teacher, r.stages, r.data, r.mode,
+                 *(_fmt(r.metrics.get(m)) for m in METRICS), _fmt(r.metrics.get("n")), r.source]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    if not rows:
+        lines += ["", f"No metrics.json found under runs/{dataset}/ yet."]
+    lines.append("")
+    if published:
+        lines.append(f"Published rows: {PAPER}, column {published[0].run.split(': ')[1]}; "
+                     f"{SOURCE}. The paper's authors computed them on their copy of the data (the "
+                     "train split used here may be a part of it); they are shown for scale, not as a "
+                     "measurement of this toolkit.")
+    else:
+        lines.append(f"Published rows: none for {dataset!r} (the paper reports Office, Industrial, Games).")
+    if skipped:
+        lines += ["", "Skipped (unreadable metrics.json):", ""]
+        lines += [f"- `{p}`: {reason}" for p, reason in skipped]
+    if chart:
+        lines += ["", f"![Recall@10 and NDCG@10]({chart})"]
+    return "\n".join(lines) + "\n"
+
+
+def chart_png(path: Path, dataset: str, rows: list[Row]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [r.label for r in rows]
+    fig, axes = plt.subplots(1, len(CHART_METRICS), figsize=(12, 0.45 * len(rows) + 1.5), sharey=True)
+    for ax, metric in zip(axes, CHART_METRICS):
+        values = [r.metrics.get(metric) if isinstance(r.metrics.get(metric), (int, float)) else 0.0
+                  for r in rows]
+        measured = [r.source == MEASURED for r in rows]
+        bars = ax.barh(range(len(rows)), values,
+                       color=["tab:blue" if m else "lightgray" for m in measured],
+                       edgecolor="black", linewidth=0.4)
+        for bar, m in zip(bars, measured):
+            if not m:
+                bar.set_hatch("//")
+        ax.set_title(metric.replace("recall", "Recall").replace("ndcg", "NDCG"))
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(rows)), labels, fontsize=8)
+    axes[0].invert_yaxis()  # the y axis is shared: invert once, first row on top
+    fig.suptitle(f"{dataset}: measured (blue) vs published, not measured (gray, hatched)", fontsize=10)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+@dataclass
+class Report:
+    markdown_path: Path
+    png_path: Path | None
+    rows: list[Row]
+    published: list[Row]
+    skipped: list[tuple[str, str]]
+
+
+def build(dataset: str, runs_dir: str | os.PathLike = "runs", out: str | os.PathLike | None = None,
+          strict: bool = False) -> Report:
+    dataset_dir = Path(runs_dir) / dataset
+    out = Path(out) if out else dataset_dir / "report.md"
+    rows, skipped = collect(dataset_dir, strict) if dataset_dir.is_dir() else ([], [])
+    if not dataset_dir.is_dir():
+        log.warning("%s does not exist: the report lists published numbers only", dataset_dir)
+    published = paper_rows(dataset)
+    png = out.with_suffix(".png")
+    chart_rows = [*rows, *published]
+    if chart_rows:
+        chart_png(png, dataset, chart_rows)
+    else:
+        png = None
+    rel = os.path.relpath(png, out.parent) if png else None
+    with atomic_write(out) as f:
+        f.write(markdown(dataset, rows, published, skipped, rel))
+    return Report(out, png, rows, published, skipped)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m train.report", description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--runs-dir", default=os.environ.get("RUNS_DIR", "runs"))
+    ap.add_argument("--out", default=None, help="markdown path (default runs/<dataset>/report.md); "
+                                                 "the PNG goes beside it")
+    ap.add_argument("--strict", action="store_true", help="an unreadable metrics.json is an error")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        rep = build(args.dataset, args.runs_dir, args.out, args.strict)
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(rep.markdown_path.read_text(encoding="utf-8"))
+    print(f"wrote {rep.markdown_path}" + (f" and {rep.png_path}" if rep.png_path else ""), file=sys.stderr)
+    if paper_dataset(args.dataset) is None:
+        print(f"note: no published numbers for {args.dataset!r}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
