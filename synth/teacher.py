@@ -1,0 +1,651 @@
+"""Teachers: who answers a rendered prompt, and how the request travels.
+
+A teacher is named by a litellm model string (``gpt-4o-mini``, ``ollama/qwen3:8b``,
+``hosted_vllm/Qwen/Qwen3-32B``, ``openai/<name>`` with ``API_BASE``, anything litellm
+routes) or ``metadata`` (the paper's rule-based baseline: no network, deterministic).
+
+What was chosen for the hot path, and why (measured on this 2-core machine, see issue 5):
+
+- litellm decides the ROUTE (``litellm.get_llm_provider``: provider, provider-local model
+  name, default API base) and the PRICE (``litellm.cost_per_token`` over its bundled
+  price map). It is imported lazily, with ``LITELLM_LOCAL_MODEL_COST_MAP=True`` set
+  first, because otherwise its import tries to download the price map (three failed
+  attempts when offline).
+- litellm does not carry the requests of OpenAI-compatible providers (OpenAI, vLLM,
+  SGLang, Ollama's ``/v1``, ``openai/<x>`` + ``API_BASE``, LM Studio...). Bare
+  ``litellm.acompletion`` costs ~5 ms of CPU per request (it runs its synchronous path in
+  a thread pool and computes cost on every call) and tops out near 200 req/s per
+  process with at most 500 in flight; that would make the engine, not the teacher, the
+  bottleneck (the target is >= 1,000 req/s at 0.2 s latency and c=1024). Those requests go
+  instead over ONE shared ``aiohttp.ClientSession`` whose connector is sized explicitly
+  to the concurrency (``limit=0`` is not "unlimited" in every aiohttp path, and the
+  default of 100 would cap the engine), with bodies encoded/decoded by ``orjson`` when
+  installed, on uvloop when installed (see ``engine.run``).
+- Profile (cProfile with a CPU clock, 1,000 requests at c=256): the engine's own code is
+  small; the CPU goes to aiohttp's request machinery, the prompt templates (Jinja
+  sandbox, ~0.2 ms a render), the stage-1 JSON-schema validation (jsonschema, the
+  largest single item, ~1 ms per item) and the checks' normalisation. The first attempt
+  of each request runs outside tenacity (building a retry controller per request cost
+  ~0.1 ms); only failures enter it.
+- Measured (2 shared cores at load 7-8, local server at 1 s latency, 2,500 records =
+  5,000 requests): c=64 58 req/s (0.91 of ideal), c=256 202 req/s (0.79; a bare aiohttp
+  loop against the same server in the same minutes: 203), c=1024 379 req/s (a bare
+  aiohttp loop: 497; two dependent stages per record cap this run at ~830); 0.8-1.0 ms
+  of engine CPU per request end to end (bare aiohttp: 0.2 ms), of which ~0.45 ms is
+  rendering, checks, cache and corpus (what a fully cached re-run costs per request).
+- Other providers (Anthropic, Bedrock, Vertex...) fall back to ``litellm.acompletion``
+  with litellm's own retries off: the same retry policy applies to every teacher.
+
+Retries (tenacity): exponential back-off with full jitter, ``Retry-After`` honoured
+(seconds or an HTTP date), a per-request timeout, retried on 429/500/502/503/504,
+timeouts, dropped connections, malformed bodies and empty content; after
+``max_attempts`` the request raises ``TeacherError`` and the record is "failed" with
+that reason.
+
+The API key lives only in the request headers in memory: it is never logged, cached,
+or put in a message (``_scrub`` removes it from any error text, just in case).
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import aiohttp
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+from synth.ratelimit import RateLimiter
+
+try:
+    import orjson
+
+    _dumps: Callable[[Any], bytes] = orjson.dumps
+    _loads: Callable[[bytes], Any] = orjson.loads
+    JSONDecodeError: type[Exception] = orjson.JSONDecodeError
+except ImportError:  # pragma: no cover - orjson is optional
+    import json
+
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj, ensure_ascii=False).encode()
+
+    _loads = json.loads
+    JSONDecodeError = ValueError
+
+METADATA = "metadata"
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+# Providers whose chat endpoint is OpenAI's: sent by our own aiohttp transport.
+OPENAI_COMPATIBLE = frozenset({
+    "openai", "hosted_vllm", "ollama", "ollama_chat", "lm_studio", "llamafile", "litellm_proxy",
+    "groq", "deepseek", "together_ai", "fireworks_ai", "deepinfra", "xinference",
+})
+OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def import_litellm():
+    """litellm, imported without reaching for the network (its price map is bundled)."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    litellm.telemetry = False
+    return litellm
+
+
+class PreflightError(RuntimeError):
+    """The teacher cannot work (no key, server unreachable): says what to set."""
+
+
+class TeacherError(Exception):
+    """One request failed. ``reason`` is a short code that ends up in the failed record."""
+
+    def __init__(self, reason: str, detail: str = "", retryable: bool = True,
+                 retry_after: float | None = None):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the engine asks: the step, its rendered messages, the template context (for
+    the metadata teacher) and the generation parameters."""
+
+    step: str
+    messages: list[dict]
+    context: dict
+    temperature: float
+    max_tokens: int
+    seed: int | None = None
+    response_format: dict | None = None
+
+    def estimated_tokens(self) -> int:
+        # ~4 characters per token for English; good enough for TPM pacing and DRY_RUN.
+        return sum(len(m["content"]) for m in self.messages) // 4 + 8 * len(self.messages)
+
+
+@dataclass(frozen=True)
+class Route:
+    teacher: str          # the TEACHER string as given
+    provider: str         # litellm's provider name, or "metadata"
+    model: str            # the provider-local model name sent in the request
+    api_base: str | None  # chat endpoint's base URL (ends before /chat/completions)
+    key_env: str | None   # the environment variable holding the key, if one is needed
+    transport: str        # "metadata" | "http" | "litellm"
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    teacher: str = METADATA
+    api_base: str | None = None
+    concurrency: int = 64
+    timeout: float = 120.0          # seconds per request (per attempt)
+    max_attempts: int = 6
+    backoff_initial: float = 1.0    # seconds; doubles each attempt, full jitter
+    backoff_max: float = 60.0
+    max_retry_after: float = 600.0  # a Retry-After above this is clamped
+    preflight_timeout: float = 3.0
+    rpm: float | None = None
+    tpm: float | None = None
+
+
+def _normalise_base(base: str, provider: str) -> str:
+    base = base.rstrip("/")
+    if base.endswith("/chat/completions"):
+        base = base[: -len("/chat/completions")]
+    # vLLM/SGLang/Ollama serve the OpenAI API under /v1; accept the bare host too.
+    if provider in {"hosted_vllm", "ollama", "ollama_chat"} and not base.endswith("/v1"):
+        base += "/v1"
+    return base
+
+
+def resolve_route(teacher: str, api_base: str | None = None) -> Route:
+    """Where requests for ``teacher`` go, decided by litellm's routing table."""
+    if teacher == METADATA:
+        return Route(teacher, METADATA, METADATA, None, None, METADATA)
+    litellm = import_litellm()
+    try:
+        model, provider, _key, default_base = litellm.get_llm_provider(teacher, api_base=api_base)
+    except Exception as e:  # litellm raises BadRequestError for unknown strings
+        raise PreflightError(
+            f"TEACHER={teacher!r} is not a model litellm can route ({type(e).__name__}); use e.g. "
+            "gpt-4o-mini, ollama/qwen3:8b, hosted_vllm/<model> or openai/<model> with API_BASE=..., "
+            "or TEACHER=metadata"
+        ) from None
+    env_base = {"hosted_vllm": "HOSTED_VLLM_API_BASE", "ollama": "OLLAMA_API_BASE",
+                "ollama_chat": "OLLAMA_API_BASE", "openai": "OPENAI_BASE_URL"}.get(provider)
+    base = api_base or (os.environ.get(env_base) if env_base else None) or default_base
+    if provider in OPENAI_COMPATIBLE:
+        if provider == "openai" and not base:
+            base = os.environ.get("OPENAI_API_BASE") or OPENAI_DEFAULT_BASE
+        if provider in {"ollama", "ollama_chat"} and not base:
+            base = "http://localhost:11434"
+        if not base:
+            raise PreflightError(
+                f"TEACHER={teacher} needs the server's address: set API_BASE=http://host:port/v1"
+            )
+        key_env = "OPENAI_API_KEY" if provider == "openai" else f"{provider.upper()}_API_KEY"
+        return Route(teacher, provider, model, _normalise_base(base, provider), key_env, "http")
+    return Route(teacher, provider, model, base, None, "litellm")
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After is either delta-seconds or an HTTP date; returns seconds (>= 0) or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class Teacher:
+    """Base: retries, rate limits, pricing and counters around one ``_attempt``."""
+
+    transport = "abstract"
+
+    def __init__(self, config: TeacherConfig, route: Route):
+        self.config = config
+        self.route = route
+        self.limiter = RateLimiter(config.rpm, config.tpm)
+        self.attempts = 0
+        self.retries: dict[str, int] = {}
+        self._prices: tuple[float, float] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.route.teacher
+
+    @property
+    def cacheable(self) -> bool:
+        return True
+
+    async def start(self) -> None:
+        """Preflight: raises PreflightError fast when the teacher cannot work."""
+
+    async def aclose(self) -> None:
+        pass
+
+    async def _attempt(self, request: Request) -> Completion:
+        raise NotImplementedError
+
+    def _delay(self, exc: BaseException, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        if isinstance(exc, TeacherError) and exc.retry_after is not None:
+            # The server said when: wait that long (plus a little jitter so the herd spreads).
+            return min(exc.retry_after, self.config.max_retry_after) + random.uniform(0, 0.1)
+        # exponential back-off with full jitter
+        return random.uniform(0, min(self.config.backoff_max, self.config.backoff_initial * 2 ** (attempt - 1)))
+
+    def _count_retry(self, exc: BaseException | None) -> None:
+        reason = getattr(exc, "reason", type(exc).__name__)
+        self.retries[reason] = self.retries.get(reason, 0) + 1
+
+    async def _try(self, request: Request) -> Completion:
+        if self.limiter.active:
+            await self.limiter.acquire(request.estimated_tokens() + request.max_tokens)
+        self.attempts += 1
+        return await self._attempt(request)
+
+    async def complete(self, request: Request) -> Completion:
+        """One answer, with retries; raises TeacherError(reason) when it gives up.
+
+        The first attempt runs outside tenacity: most requests succeed at once, and building
+        a retry controller per request costs ~0.1 ms of CPU (profiled). Failures go to
+        tenacity for the remaining ``max_attempts - 1`` attempts."""
+        try:
+            return await self._try(request)
+        except TeacherError as e:
+            if not e.retryable or self.config.max_attempts <= 1:
+                raise
+            first = e
+        self._count_retry(first)
+        await asyncio.sleep(self._delay(first, 1))
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.config.max_attempts - 1),
+            wait=lambda rs: self._delay(rs.outcome.exception(), rs.attempt_number + 1),
+            retry=retry_if_exception(lambda e: isinstance(e, TeacherError) and e.retryable),
+            before_sleep=lambda rs: self._count_retry(rs.outcome.exception()),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._try(request)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ---- pricing (litellm's bundled map) ----
+    def prices(self) -> tuple[float, float] | None:
+        """USD per input token and per output token, or None when litellm does not know
+        the model (a local server: free)."""
+        if self.route.transport == METADATA:
+            return (0.0, 0.0)
+        if self._prices is None:
+            litellm = import_litellm()
+            for name in (self.route.teacher, self.route.model, f"{self.route.provider}/{self.route.model}"):
+                try:
+                    cin, cout = litellm.cost_per_token(model=name, prompt_tokens=1_000_000,
+                                                       completion_tokens=1_000_000)
+                    self._prices = (cin / 1e6, cout / 1e6)
+                    break
+                except Exception:
+                    continue
+            else:
+                self._prices = (0.0, 0.0)
+                self._unpriced = True
+        return None if getattr(self, "_unpriced", False) else self._prices
+
+    def cost_usd(self, tokens_in: int, tokens_out: int, batch: bool = False) -> float:
+        p = self.prices() or (0.0, 0.0)
+        cost = tokens_in * p[0] + tokens_out * p[1]
+        return cost / 2 if batch else cost
+
+
+class MetadataTeacher(Teacher):
+    """TEACHER=metadata: the rule-based baseline, offline and deterministic."""
+
+    transport = METADATA
+
+    def __init__(self, config: TeacherConfig, route: Route, catalog=None):
+        super().__init__(config, route)
+        from synth.metadata_teacher import metadata_answer
+
+        self._answer = metadata_answer
+        self.catalog = catalog  # lets the baseline drop sentences holding any catalogue title
+
+    @property
+    def cacheable(self) -> bool:
+        return False  # deterministic and free: nothing to save by caching
+
+    async def complete(self, request: Request) -> Completion:
+        self.attempts += 1
+        return Completion(self._answer(request.step, request.context, self.catalog), 0, 0)
+
+
+class HTTPTeacher(Teacher):
+    """OpenAI-compatible chat completions over one shared aiohttp session."""
+
+    transport = "http"
+
+    def __init__(self, config: TeacherConfig, route: Route):
+        super().__init__(config, route)
+        self.url = f"{route.api_base}/chat/completions"
+        self._key = os.environ.get(route.key_env or "") or (
+            os.environ.get("OPENAI_API_KEY") if route.provider != "openai" else None)
+        # Only the key rides on the session; Content-Type is per request (the Batch API uploads
+        # multipart forms through the same session).
+        self._headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
+        self._session: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(total=config.timeout)
+
+    @property
+    def needs_key(self) -> bool:
+        # OpenAI itself (and any hosted provider) needs a key; a self-hosted server
+        # (API_BASE on a private address) usually does not.
+        return self.route.api_base in (OPENAI_DEFAULT_BASE,) or (
+            self.route.provider not in {"openai", "hosted_vllm", "ollama", "ollama_chat", "lm_studio",
+                                        "llamafile", "litellm_proxy", "xinference"})
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+    async def start(self) -> None:
+        if self.needs_key and not self._key:
+            raise PreflightError(
+                f"TEACHER={self.name} needs an API key: set {self.route.key_env}=... in the environment "
+                "(never on the command line), or point API_BASE=http://host:port/v1 at an "
+                "OpenAI-compatible server"
+            )
+        n = max(1, self.config.concurrency)
+        # Sized explicitly: aiohttp's default connector holds only 100 connections.
+        connector = aiohttp.TCPConnector(limit=n, limit_per_host=n, ttl_dns_cache=300,
+                                         keepalive_timeout=60)
+        self._session = aiohttp.ClientSession(connector=connector, headers=self._headers,
+                                              json_serialize=lambda o: _dumps(o).decode(),
+                                              auto_decompress=True)
+        await self._probe()
+
+    async def _probe(self) -> None:
+        """GET /models: fails in about a second if nothing listens there or the key is refused."""
+        assert self._session is not None
+        url = f"{self.route.api_base}/models"
+        try:
+            async with self._session.get(
+                url, timeout=aiohttp.ClientTimeout(total=self.config.preflight_timeout)
+            ) as resp:
+                status = resp.status
+                await resp.read()
+        except (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError) as e:
+            await self.aclose()
+            raise PreflightError(
+                f"cannot reach the teacher at {self.route.api_base} ({type(e).__name__}: "
+                f"{self._scrub(str(e)) or 'timed out'}): start the server, or set API_BASE=http://host:port/v1 "
+                "to where it listens"
+            ) from None
+        if status in (401, 403):
+            await self.aclose()
+            raise PreflightError(
+                f"the teacher at {self.route.api_base} refused the API key (HTTP {status}): "
+                f"check {self.route.key_env}"
+            )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _body_dict(self, r: Request) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.route.model, "messages": r.messages,
+                                "temperature": r.temperature, "max_tokens": r.max_tokens}
+        if r.seed is not None:
+            body["seed"] = r.seed
+        if r.response_format is not None:
+            body["response_format"] = r.response_format
+        return body
+
+    def _body(self, r: Request) -> bytes:
+        return _dumps(self._body_dict(r))
+
+    async def _attempt(self, request: Request) -> Completion:
+        assert self._session is not None, "call start() first"
+        try:
+            async with self._session.post(self.url, data=self._body(request), headers=_JSON_HEADERS,
+                                          timeout=self._timeout) as resp:
+                raw = await resp.read()
+                status = resp.status
+                if status != 200:
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                    raise TeacherError(f"http_{status}", retryable=status in RETRY_STATUS,
+                                       retry_after=retry_after)
+        except asyncio.TimeoutError:
+            raise TeacherError("timeout", f"no answer within {self.config.timeout:g} s") from None
+        except aiohttp.ClientPayloadError as e:
+            raise TeacherError("connection", type(e).__name__) from None
+        except (aiohttp.ClientConnectionError, ConnectionError) as e:
+            raise TeacherError("connection", type(e).__name__) from None
+        return parse_chat_completion(raw)
+
+
+def parse_chat_completion(raw: bytes) -> Completion:
+    """The text and usage of an OpenAI chat-completion body; malformed or empty -> retryable."""
+    try:
+        data = _loads(raw)
+        choice = data["choices"][0]
+        text = choice["message"].get("content")
+    except (JSONDecodeError, ValueError, KeyError, IndexError, TypeError, AttributeError):
+        raise TeacherError("malformed", "body is not a chat completion") from None
+    if not isinstance(text, str) or not text.strip():
+        raise TeacherError("empty", "no content in the answer")
+    usage = data.get("usage") or {}
+    return Completion(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+
+
+class BatchTeacher(HTTPTeacher):
+    """BATCH=1: the OpenAI Batch API (half price, answers within 24 h).
+
+    The engine does not change: each ``complete`` call parks its request in a pending list
+    and awaits a future. A background task submits the pending requests as one batch once
+    no new request has arrived for ``quiet`` seconds (all records are then waiting on a
+    stage; in batch mode the engine runs one worker per record) or ``max_batch`` are
+    pending: upload a JSONL file (``POST /files``, purpose "batch"), create the batch
+    (``POST /batches``), poll it (``GET /batches/{id}``), download the output and error
+    files, and resolve each future from its ``custom_id``. So stage 1 of every record goes
+    out as one batch, then stage 2 (and resamples) as the next: the same cache, checks and
+    corpus as a real-time run. A line that failed is retried in a later batch, up to
+    ``max_attempts``."""
+
+    transport = "batch"
+
+    def __init__(self, config: TeacherConfig, route: Route, poll_interval: float = 10.0,
+                 quiet: float = 0.5, max_batch: int = 50_000):
+        super().__init__(config, route)
+        self.poll_interval = float(os.environ.get("BATCH_POLL_S", poll_interval))
+        self.quiet = quiet
+        self.max_batch = max_batch
+        self.batches = 0
+        self._pending: list[tuple[str, dict, asyncio.Future]] = []
+        self._last = 0.0
+        self._ids = 0
+        self._tasks: set[asyncio.Task] = set()
+        self._loop_task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        if self.route.provider != "openai":
+            raise PreflightError(f"BATCH=1 needs an OpenAI teacher (the Batch API); TEACHER={self.name} "
+                                 "is served by " + self.route.provider + ": run without BATCH")
+        await super().start()
+        self._loop_task = asyncio.create_task(self._batcher())
+
+    async def aclose(self) -> None:
+        for t in [self._loop_task, *self._tasks]:
+            if t is not None:
+                t.cancel()
+        await super().aclose()
+
+    async def complete(self, request: Request) -> Completion:
+        body = self._body_dict(request)
+        for attempt in range(1, self.config.max_attempts + 1):
+            fut = asyncio.get_running_loop().create_future()
+            self._ids += 1
+            self._pending.append((f"r{self._ids}", body, fut))
+            self._last = time.monotonic()
+            self.attempts += 1
+            try:
+                return await fut
+            except TeacherError as e:
+                if not e.retryable or attempt == self.config.max_attempts:
+                    raise
+                self._count_retry(e)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _batcher(self) -> None:
+        while True:
+            await asyncio.sleep(min(self.quiet, 0.1))
+            if self._pending and (len(self._pending) >= self.max_batch
+                                  or time.monotonic() - self._last >= self.quiet):
+                lines, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
+                task = asyncio.create_task(self._run_batch(lines))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _json(self, method: str, path: str, **kw) -> dict:
+        assert self._session is not None
+        async with self._session.request(method, f"{self.route.api_base}{path}", timeout=self._timeout,
+                                         **kw) as resp:
+            raw = await resp.read()
+            if resp.status != 200:
+                raise TeacherError(f"batch_http_{resp.status}", retryable=resp.status in RETRY_STATUS)
+        return _loads(raw)
+
+    async def _run_batch(self, lines: list[tuple[str, dict, asyncio.Future]]) -> None:
+        futures = {cid: fut for cid, _, fut in lines}
+        try:
+            jsonl = b"".join(_dumps({"custom_id": cid, "method": "POST", "url": "/v1/chat/completions",
+                                     "body": body}) + b"\n" for cid, body, _ in lines)
+            form = aiohttp.FormData()
+            form.add_field("purpose", "batch")
+            form.add_field("file", jsonl, filename="requests.jsonl", content_type="application/jsonl")
+            uploaded = await self._json("POST", "/files", data=form)
+            batch = await self._json("POST", "/batches", data=_dumps({
+                "input_file_id": uploaded["id"], "endpoint": "/v1/chat/completions",
+                "completion_window": "24h"}), headers={"Content-Type": "application/json"})
+            self.batches += 1
+            while batch.get("status") not in ("completed", "failed", "expired", "cancelled"):
+                await asyncio.sleep(self.poll_interval)
+                batch = await self._json("GET", f"/batches/{batch['id']}")
+            if batch["status"] != "completed":
+                raise TeacherError(f"batch_{batch['status']}")
+            for key in ("output_file_id", "error_file_id"):
+                if batch.get(key):
+                    await self._resolve(batch[key], futures)
+            for fut in futures.values():
+                if not fut.done():
+                    fut.set_exception(TeacherError("batch_missing", "no line for this request"))
+        except (TeacherError, aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError) as e:
+            err = e if isinstance(e, TeacherError) else TeacherError("batch_error", type(e).__name__)
+            for fut in futures.values():
+                if not fut.done():
+                    fut.set_exception(TeacherError(err.reason, retryable=err.retryable))
+
+    async def _resolve(self, file_id: str, futures: dict[str, asyncio.Future]) -> None:
+        assert self._session is not None
+        async with self._session.get(f"{self.route.api_base}/files/{file_id}/content",
+                                     timeout=self._timeout) as resp:
+            if resp.status != 200:
+                raise TeacherError(f"batch_http_{resp.status}")
+            raw = await resp.read()
+        for line in raw.splitlines():
+            if not line.strip():
+                continue
+            rec = _loads(line)
+            fut = futures.get(rec.get("custom_id"))
+            if fut is None or fut.done():
+                continue
+            response = rec.get("response") or {}
+            status = response.get("status_code")
+            try:
+                if rec.get("error") or status != 200:
+                    raise TeacherError(f"http_{status}" if status else "batch_line_error",
+                                       retryable=status is None or status in RETRY_STATUS)
+                fut.set_result(parse_chat_completion(_dumps(response.get("body"))))
+            except TeacherError as e:
+                fut.set_exception(e)
+
+
+class LiteLLMTeacher(Teacher):
+    """Providers that do not speak OpenAI's API: litellm.acompletion (slower, ~5 ms CPU/request)."""
+
+    transport = "litellm"
+
+    async def start(self) -> None:
+        litellm = import_litellm()
+        env = litellm.validate_environment(self.route.teacher)
+        if not env.get("keys_in_environment", True):
+            missing = ", ".join(env.get("missing_keys") or [])
+            raise PreflightError(f"TEACHER={self.name} needs {missing}: set it in the environment")
+        self._litellm = litellm
+
+    async def _attempt(self, request: Request) -> Completion:
+        litellm = self._litellm
+        kwargs: dict[str, Any] = dict(
+            model=self.route.teacher, messages=request.messages, temperature=request.temperature,
+            max_tokens=request.max_tokens, timeout=self.config.timeout, num_retries=0, drop_params=True)
+        if request.seed is not None:
+            kwargs["seed"] = request.seed
+        if request.response_format is not None:
+            kwargs["response_format"] = request.response_format
+        if self.route.api_base:
+            kwargs["api_base"] = self.route.api_base
+        try:
+            resp = await litellm.acompletion(**kwargs)
+        except (litellm.RateLimitError, litellm.InternalServerError, litellm.ServiceUnavailableError,
+                litellm.APIConnectionError, litellm.Timeout) as e:
+            status = getattr(e, "status_code", None)
+            hdrs = getattr(getattr(e, "response", None), "headers", None) or {}
+            raise TeacherError(f"http_{status}" if status else "connection", retryable=True,
+                               retry_after=parse_retry_after(hdrs.get("retry-after"))) from None
+        except litellm.APIError as e:
+            status = getattr(e, "status_code", None) or 0
+            raise TeacherError(f"http_{status}", retryable=status in RETRY_STATUS) from None
+        try:
+            text = resp.choices[0].message.content
+        except (AttributeError, IndexError):
+            raise TeacherError("malformed") from None
+        if not isinstance(text, str) or not text.strip():
+            raise TeacherError("empty")
+        usage = getattr(resp, "usage", None)
+        return Completion(text, int(getattr(usage, "prompt_tokens", 0) or 0),
+                          int(getattr(usage, "completion_tokens", 0) or 0))
+
+
+def make_teacher(config: TeacherConfig, catalog=None, batch: bool = False) -> Teacher:
+    """The teacher for ``config.teacher``; ``catalog`` (a synth.checks.Catalog) serves the metadata
+    one; ``batch`` picks the OpenAI Batch API."""
+    route = resolve_route(config.teacher, config.api_base)
+    if route.transport == METADATA:
+        return MetadataTeacher(config, route, catalog)
+    if batch:
+        if route.transport != "http" or route.provider != "openai":
+            raise PreflightError(f"BATCH=1 needs an OpenAI teacher (the Batch API); TEACHER={config.teacher} "
+                                 f"is served by {route.provider}: run without BATCH")
+        return BatchTeacher(config, route)
+    return {"http": HTTPTeacher, "litellm": LiteLLMTeacher}[route.transport](config, route)
