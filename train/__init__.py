@@ -1,0 +1,1 @@
+"""SIDReasoner trainer: align SFT, activate SFT, GRPO and evaluation with TRL."""

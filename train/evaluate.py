@@ -1,0 +1,84 @@
+"""Evaluation driver: THE recommendation prompt -> constrained decoding -> Recall/NDCG@5/10.
+
+Full-item ranking over every item of the dataset (the trie holds all SIDs, even with --limit).
+``metrics.json`` of a run: ``{"stages": {stage: {mode: {recall@5, ndcg@5, recall@10, ndcg@10, n,
+wall_s}}}, "train_wall_s": {stage: s}, ...}``. The direct mode after align is the non-reasoning
+SID recommender (the reference that shows what reasoning adds).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from synth.io import read_json, write_json
+from train.config import EvalConfig
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_model(model, tok, rows: list[dict], sids: dict[str, list[str]], mode: str, cfg: EvalConfig) -> dict:
+    """Metrics of ``model`` on rows ``{"prompt", "target"}`` (target = item id) in ``mode``."""
+    from train.decoding import DecodeConfig, recommend, recommend_best_of_n
+    from train.metrics import best_rank, rank_of, ranking_metrics
+    from train.trie import SidTrie
+
+    trie = SidTrie.from_sids(sids, tok)
+    model.eval()
+    dcfg = DecodeConfig(num_beams=cfg.num_beams, num_return=cfg.num_beams, mode=mode,
+                        max_think_tokens=cfg.max_think_tokens, batch_size=cfg.batch_size,
+                        best_of_n=cfg.best_of_n if mode == "thinking" else 1)
+    prompts = [r["prompt"] for r in rows]
+    t0 = time.time()
+    if dcfg.best_of_n > 1:
+        lists = recommend_best_of_n(model, tok, prompts, trie, dcfg)
+        ranks = [best_rank(r["target"], ls) for r, ls in zip(rows, lists)]
+    else:
+        ranked = recommend(model, tok, prompts, trie, dcfg)
+        ranks = [rank_of(r["target"], rk) for r, rk in zip(rows, ranked)]
+    out = ranking_metrics(ranks)
+    out["wall_s"] = round(time.time() - t0, 1)
+    if dcfg.best_of_n > 1:
+        out["best_of_n"] = dcfg.best_of_n
+    return out
+
+
+def evaluate_checkpoint(ckpt: str | Path, rows_fn, sids: dict[str, list[str]], modes, cfg: EvalConfig) -> dict:
+    """Load ``ckpt`` and evaluate it in each mode; ``rows_fn(tok)`` renders the test rows."""
+    from train.model import device, load_model
+
+    model, tok = load_model(ckpt)
+    model.to(device())
+    rows = rows_fn(tok)
+    results = {}
+    for mode in modes:
+        log.info("evaluating %s in %s mode on %d rows", ckpt, mode, len(rows))
+        results[mode] = evaluate_model(model, tok, rows, sids, mode, cfg)
+        log.info("%s %s: %s", Path(ckpt).parent.name, mode, results[mode])
+    return results
+
+
+def update_metrics(path: str | Path, stage: str, results: dict, extra: dict | None = None) -> dict:
+    """Merge one stage's results into ``metrics.json`` (atomic rewrite)."""
+    path = Path(path)
+    data = read_json(path) if path.exists() else {"stages": {}}
+    data.setdefault("stages", {}).setdefault(stage, {}).update(results)
+    if extra:
+        for k, v in extra.items():
+            if isinstance(v, dict) and isinstance(data.get(k), dict):
+                data[k].update(v)
+            else:
+                data[k] = v
+    write_json(path, data)
+    return data
+
+
+def format_table(metrics: dict) -> str:
+    """A markdown table of metrics.json (stage x mode)."""
+    lines = ["| stage | mode | n | Recall@5 | NDCG@5 | Recall@10 | NDCG@10 | eval s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for stage, modes in metrics.get("stages", {}).items():
+        for mode, m in modes.items():
+            lines.append(f"| {stage} | {mode} | {m['n']} | {m['recall@5']:.4f} | {m['ndcg@5']:.4f} | "
+                         f"{m['recall@10']:.4f} | {m['ndcg@10']:.4f} | {m.get('wall_s', '')} |")
+    return "\n".join(lines)

@@ -1,0 +1,174 @@
+"""Stage 3, GRPO with TRL: reward = step-wise SID prefix reward + lambda x format reward (train.reward).
+
+What is logged per step (``log_history.json``): TRL's ``reward``, ``reward_std``, each component
+``rewards/sid_prefix_reward/mean`` and ``rewards/sid_format_reward/mean``, ``kl`` (beta > 0) and
+``completions/mean_length``; the mean reasoning length in tokens comes out as
+``rewards/reasoning_tokens/mean``: a reward function with weight 0 that measures, not rewards
+(it changes neither the total reward nor the advantages). Every ``eval_every`` steps a callback
+computes Recall@10 (and NDCG@10) on a validation sample with the evaluation decoder and appends
+``{"step", "val_recall@10", ...}`` to the log: the paper's Figure 6.
+
+Prompts are passed as chat-templated text (``tasks.rec_rows``), so completions are the raw text the
+model wrote after ``<|im_start|>assistant\\n`` and the reward parses the SID after ``</think>``.
+The policy is loaded from the activate stage's saved folder: with beta > 0 TRL rebuilds the
+reference model from that same path, which already has the SID tokens.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from synth.io import write_json
+from train.align import _world_size, save_trained
+from train.config import GRPOStageConfig, grad_accum
+from train.model import load_model
+
+log = logging.getLogger(__name__)
+
+
+def reasoning_length_func(tokenizer):
+    """A zero-weight 'reward' that reports the reasoning length (tokens before ``</think>``)."""
+    from train.reward import completion_text
+
+    def reasoning_tokens(prompts=None, completions=None, **kwargs) -> list[float]:
+        out = []
+        for c in completions:
+            text = completion_text(c)
+            head = text.split("</think>")[0] if "</think>" in text else text
+            head = head.replace("<think>", "").strip()
+            out.append(float(len(tokenizer(head, add_special_tokens=False)["input_ids"])) if head else 0.0)
+        return out
+
+    return reasoning_tokens
+
+
+def make_recall_callback(rows: list[dict], trie, tokenizer, every: int, mode: str, max_think_tokens: int,
+                         batch_size: int = 32):
+    """TrainerCallback: Recall/NDCG@10 of the current policy on ``rows`` every ``every`` steps.
+
+    Runs on the main process only (fine for one GPU and DeepSpeed ZeRO-2, whose parameters are not
+    sharded; with FSDP set eval_every=0).
+    """
+    from transformers import TrainerCallback
+
+    from train.decoding import DecodeConfig, recommend
+    from train.metrics import rank_of, ranking_metrics
+
+    class RecallCallback(TrainerCallback):
+        def __init__(self):
+            self.points: list[dict] = []
+
+        def _evaluate(self, state, model):
+            was_training = model.training
+            model.eval()
+            t0 = time.time()
+            cfg = DecodeConfig(num_beams=10, num_return=10, mode=mode, max_think_tokens=max_think_tokens,
+                               batch_size=batch_size)
+            ranked = recommend(model, tokenizer, [r["prompt"] for r in rows], trie, cfg)
+            m = ranking_metrics([rank_of(r["target"], rk) for r, rk in zip(rows, ranked)])
+            if was_training:
+                model.train()
+            point = {"step": state.global_step, "val_recall@10": m["recall@10"], "val_ndcg@10": m["ndcg@10"],
+                     "val_recall@5": m["recall@5"], "val_n": m["n"], "val_mode": mode,
+                     "val_wall_s": round(time.time() - t0, 1)}
+            self.points.append(point)
+            state.log_history.append(dict(point))
+            log.info("GRPO step %d: validation recall@10 %.4f (%s, %d rows)", state.global_step,
+                     m["recall@10"], mode, m["n"])
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            if every and state.is_world_process_zero:
+                self._evaluate(state, model)
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if every and state.is_world_process_zero and state.global_step % every == 0:
+                self._evaluate(state, model)
+
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            done = {p["step"] for p in self.points}
+            if every and state.is_world_process_zero and state.global_step not in done:
+                self._evaluate(state, model)
+
+    return RecallCallback()
+
+
+def grpo_args(cfg: GRPOStageConfig, out_dir: Path):
+    from trl import GRPOConfig
+
+    world = _world_size()
+    per_device = cfg.per_device_batch
+    if per_device % cfg.num_generations and (per_device * world) % cfg.num_generations:
+        raise ValueError(
+            f"GRPO: per-device batch {per_device} x {world} process(es) must be divisible by the group size "
+            f"{cfg.num_generations}"
+        )
+    return GRPOConfig(
+        output_dir=str(out_dir / "checkpoints"),
+        learning_rate=cfg.learning_rate,
+        num_generations=cfg.num_generations,
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=grad_accum(cfg.batch_size, per_device, world),
+        beta=cfg.beta,
+        loss_type=cfg.loss_type,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_completion_length=cfg.max_completion_length,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        reward_weights=None,  # set by run_grpo with the reward functions
+        bf16=cfg.bf16,
+        activation_checkpointing=cfg.activation_checkpointing,
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        report_to=[],
+        seed=cfg.seed,
+        log_completions=False,
+        disable_tqdm=False,
+        lr_scheduler_type="constant",
+    )
+
+
+def run_grpo(model_dir, out_dir, train_rows: list[dict], cfg: GRPOStageConfig, valid_sids: set[str],
+             eval_rows: list[dict] | None = None, trie=None) -> dict:
+    """GRPO from ``model_dir`` on rows ``{"prompt": text, "target_sid": SID}``; saves ``out_dir/model``."""
+    from datasets import Dataset as HFDataset
+    from trl import GRPOTrainer
+
+    from train.reward import make_reward_funcs
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, tok = load_model(model_dir)
+    tok.padding_side = "left"
+    funcs = make_reward_funcs(valid_sids, format_weight=cfg.format_weight)
+    funcs.append(reasoning_length_func(tok))
+    args = grpo_args(cfg, out_dir)
+    args.reward_weights = [1.0, cfg.format_weight, 0.0]
+    ds = HFDataset.from_list([{"prompt": r["prompt"], "target_sid": r["target_sid"]} for r in train_rows])
+    callbacks = []
+    if eval_rows and cfg.eval_every and trie is not None:
+        callbacks.append(make_recall_callback(eval_rows, trie, tok, cfg.eval_every, cfg.eval_mode,
+                                              cfg.max_completion_length))
+    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=tok,
+                          callbacks=callbacks)
+    t0 = time.time()
+    trainer.train()
+    wall = time.time() - t0
+    save_trained(trainer, tok, out_dir / "model")
+    history = trainer.state.log_history
+    steps = [h for h in history if "reward" in h]
+    summary = {
+        "train_rows": len(train_rows),
+        "steps": trainer.state.global_step,
+        "first_reward": steps[0]["reward"] if steps else None,
+        "last_reward": steps[-1]["reward"] if steps else None,
+        "recall_points": [h for h in history if "val_recall@10" in h],
+        "wall_s": round(wall, 1),
+        "s_per_step": round(wall / max(1, trainer.state.global_step), 2),
+        "config": cfg.to_dict(),
+    }
+    if trainer.is_world_process_zero():
+        write_json(out_dir / "log_history.json", history)
+        write_json(out_dir / "summary.json", summary)
+    return summary

