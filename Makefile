@@ -48,7 +48,7 @@ data: $(STAMP)
 		$(call opt,--raw-dir,$(RAW_DIR)) $(call opt,--base-url,$(BASE_URL))
 
 # SIDs need the dataset; with FROM= or SOURCE= given, `make sids` prepares it first.
-sids: $(STAMP) $(if $(FROM)$(SOURCE),data)
+sids: $(STAMP)
 	$(BIN)/python -m synth.sids --dataset $(DATASET) --data-dir $(DATA_DIR) --seed $(SEED) \
 		$(call opt,--embedder,$(EMBEDDER)) $(call opt,--device,$(DEVICE))
 
@@ -67,6 +67,31 @@ baseline: $(STAMP)
 
 report: $(STAMP)
 	$(BIN)/python -m train.report --dataset $(DATASET) --runs-dir $(RUNS_DIR) $(call opt,--out,$(REPORT_OUT))
+
+# Align -> activate -> GRPO -> evaluation; each stage is skipped when its output exists (FORCE=1 redoes).
+# NPROC>1 launches through accelerate (DeepSpeed ZeRO-2 by default; ACCELERATE_CONFIG=configs/accelerate/fsdp.yaml).
+NPROC ?= 1
+ACCELERATE_CONFIG ?= configs/accelerate/zero2.yaml
+TRAIN_LAUNCH = $(if $(filter 1,$(NPROC)),$(BIN)/python -m,$(BIN)/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_processes $(NPROC) -m)
+train: $(STAMP)
+	$(TRAIN_LAUNCH) train run --dataset $(DATASET) --teacher $(TEACHER) --model $(MODEL) \
+		--data-dir $(DATA_DIR) --corpora-dir $(CORPORA_DIR) --runs-dir $(RUNS_DIR) --seed $(SEED) \
+		$(call opt,--run,$(RUN)) $(call opt,--limit,$(LIMIT)) $(call flag,--force,$(FORCE)) \
+		$(call opt,--stages,$(STAGES)) $(call opt,--modes,$(MODES)) \
+		$(call opt,--general,$(GENERAL)) $(call opt,--general-n,$(GENERAL_N)) \
+		$(call opt,--beams,$(BEAMS)) $(call opt,--best-of-n,$(BEST_OF_N))
+
+eval: $(STAMP)
+	$(BIN)/python -m train eval --ckpt $(if $(CKPT),$(CKPT),$(error make eval needs CKPT=<model folder>)) \
+		--dataset $(DATASET) --data-dir $(DATA_DIR) $(call opt,--mode,$(MODE)) $(call opt,--beams,$(BEAMS)) \
+		$(call opt,--limit,$(LIMIT)) $(call opt,--best-of-n,$(BEST_OF_N))
+
+# The whole chain on data at hand: dataset, SIDs, corpus, training, evaluation, report.
+all: $(STAMP)
+	$(MAKE) data sids synth train report
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(call flag,--quick,$(QUICK)) $(call opt,--only,$(ONLY))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
