@@ -23,6 +23,7 @@ def test_import_shared_office_matches_readme(shared_office, tmp_path):
     # HTML and Python-list wrappers are gone from descriptions.
     assert not any(d.description.startswith("['") for d in ds.items.values())
     assert not any("<sup>" in d.description for d in ds.items.values())
+    assert not any("font-family" in d.description for d in ds.items.values())
     ref = json.loads((tmp_path / "office" / "reference_sids.json").read_text())
     assert len(ref) == 3459 and ref["0"] == ["<a_60>", "<b_159>", "<c_203>"]
 
@@ -103,6 +104,10 @@ def test_missing_folder_and_files(tmp_path):
         ("{{ 7*7 }} {% if x %}", "{{ 7*7 }} {% if x %}"),  # data, never a template
         ("['unterminated", "['unterminated"),
         ("['It's broken', 'repr']", "It's broken repr"),
+        ("Ink <!-- .h {color:#000;font-family:Arial} --> pack", "Ink pack"),
+        ("A <style>p {font-size: 2px}</style>B .sub {font-weight: bold;} C", "A B C"),
+        ("x &lt;b&gt;bold&lt;/b&gt; y", "x bold y"),
+        ("5 < 7 and 9 > 2", "5 < 7 and 9 > 2"),
     ],
 )
 def test_clean_text_rules(raw, clean):

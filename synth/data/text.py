@@ -11,7 +11,13 @@ import html
 import re
 import unicodedata
 
-_TAG_RE = re.compile(r"<[^<>]{0,500}>")
+_TAG_RE = re.compile(r"</?[A-Za-z!][^<>]{0,500}>")
+# Comments, style and script blocks go whole: their content is markup, not text.
+_BLOCK_RE = re.compile(r"<!--.*?(?:-->|$)|<(style|script)\b.*?(?:</\1\s*>|$)", re.S | re.I)
+# Bare CSS rules left in some dumps: ".header {color:#000; font-size:24px}".
+_CSS_RULE_RE = re.compile(
+    r"(?:[#.@][\w\-]+|\b[\w\-]+)(?:\s*,\s*[#.@]?[\w\-]+)*\s*\{[^{}]{0,2000}:[^{}]{0,2000}\}"
+)
 _WS_RE = re.compile(r"\s+")
 _BROKEN_LIST_RE = re.compile(r"\[(['\"]).*\1\]", re.S)
 _LIST_SEP_RE = re.compile(r"['\"], ['\"]")
@@ -23,11 +29,11 @@ _BROKEN_ENTITY_RE = re.compile(
 
 def strip_html(text: str) -> str:
     """Remove tags and decode entities (twice: the dumps hold '&amp;quot;')."""
-    text = _TAG_RE.sub(" ", text)
     text = _BROKEN_ENTITY_RE.sub(lambda m: "&" + (m.group(1) or m.group(2)) + ";", text)
-    for _ in range(2):
+    for _ in range(2):  # escaped markup ("&lt;b&gt;") is markup too
+        text = _TAG_RE.sub(" ", _BLOCK_RE.sub(" ", text))
         text = html.unescape(text)
-    return text
+    return _CSS_RULE_RE.sub(" ", text)
 
 
 def normalize_space(text: str) -> str:
