@@ -34,8 +34,11 @@ DEFAULT_DESCRIPTION_WORDS = 128
 class EmbedConfig:
     embedder: str = DEFAULT_EMBEDDER
     description_words: int = DEFAULT_DESCRIPTION_WORDS
-    # Token cap for the encoder; None keeps the model's own max_seq_length.
-    max_seq_length: int | None = 256
+    # Token cap for the encoder; None keeps the model's own max_seq_length. 128 is the
+    # length all-MiniLM-L6-v2 was fine-tuned at, and halves the CPU time of 256 (measured:
+    # 320 Office items 18.6 s vs 32.5 s on 2 busy cores); title, brand and categories come
+    # first, so only the tail of long descriptions is cut.
+    max_seq_length: int | None = 128
     batch_size: int = 64
     device: str = "cpu"
 
