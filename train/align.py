@@ -43,7 +43,8 @@ def sft_args(cfg: SFTStageConfig, out_dir: Path, with_eval: bool, patience: int 
         activation_checkpointing=cfg.activation_checkpointing,
         assistant_only_loss=True,
         max_length=cfg.max_length,
-        packing=False,
+        packing=cfg.packing,
+        packing_strategy="bfd",
         eval_strategy="epoch" if with_eval else "no",
         save_strategy="epoch" if with_eval else "no",
         load_best_model_at_end=with_eval,
@@ -75,6 +76,22 @@ def save_trained(trainer, tok, dest: Path) -> None:
     trainer.accelerator.wait_for_everyone()
 
 
+def _cap_steps(trainer, cfg: SFTStageConfig) -> None:
+    """``max_steps`` is a cap, not a target: never train past ``epochs`` (HF's max_steps would cycle the data).
+
+    Counted on the dataset as the trainer holds it (after packing), so small --limit runs stay small.
+    """
+    import math
+
+    if cfg.max_steps <= 0:
+        return
+    args = trainer.args
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * _world_size()
+    epoch_steps = max(1, math.ceil(len(trainer.train_dataset) / per_step))
+    args.max_steps = min(cfg.max_steps, max(1, math.ceil(cfg.epochs * epoch_steps)))
+    log.info("training %d optimizer steps (%d per epoch, cap %d)", args.max_steps, epoch_steps, cfg.max_steps)
+
+
 def run_sft(model_dir: str | Path, out_dir: str | Path, train_rows: list[dict], eval_rows: list[dict] | None,
             cfg: SFTStageConfig, patience: int = 0) -> dict:
     """Train ``model_dir`` on ``train_rows`` (``{"messages": ...}``) and save to ``out_dir/model``."""
@@ -97,6 +114,7 @@ def run_sft(model_dir: str | Path, out_dir: str | Path, train_rows: list[dict], 
         processing_class=tok,
         callbacks=callbacks,
     )
+    _cap_steps(trainer, cfg)
     t0 = time.time()
     result = trainer.train()
     wall = time.time() - t0
