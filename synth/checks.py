@@ -81,13 +81,22 @@ _KEEP_BARRIER_RE = re.compile(r"[^\w|]+|_+")
 _BARRIERS_RE = re.compile(r"\|(?:[\s|]*\|)?")
 
 
+# The same results as _DECIMAL_RE and _KEEP_BARRIER_RE, cheaper on long answers (the
+# engine profile: _line was ~60% of the checks' time): a pattern that starts with a
+# lookbehind is tried at every position, and matching every single space (whitespace
+# is collapsed by the final split anyway) made one substitution per word.
+_DECIMAL_FAST_RE = re.compile(r"(\d)[.,](?=\d)")
+_KEEP_BARRIER_FAST_RE = re.compile(r"[^\w\s|]+|_+")
+
+
 def _line(text: str) -> str:
     """The text as ' w1 w2 | w3 w4 ': normalised words, '|' where a phrase breaks
     (punctuation, SIDs). One pass of a few regexes: this runs on every teacher answer."""
-    text = SID_RUN_RE.sub(_BARRIER, text or "").replace("|", _BARRIER)
-    text = _POSSESSIVE_RE.sub("", text.casefold())
-    text = _BREAK_RE.sub(_BARRIER, _DECIMAL_RE.sub(" ", text))
-    text = _BARRIERS_RE.sub("|", _KEEP_BARRIER_RE.sub(" ", text))
+    text = SID_RUN_RE.sub(_BARRIER, text or "").replace("|", _BARRIER).casefold()
+    if "'" in text or "\u2019" in text:
+        text = _POSSESSIVE_RE.sub("", text)
+    text = _BREAK_RE.sub(_BARRIER, _DECIMAL_FAST_RE.sub(r"\1 ", text))
+    text = _BARRIERS_RE.sub("|", _KEEP_BARRIER_FAST_RE.sub(" ", text))
     return " " + " ".join(text.split()) + " "
 
 

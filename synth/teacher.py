@@ -33,6 +33,9 @@ What was chosen for the hot path, and why (measured on this 2-core machine, see 
   aiohttp loop: 497; two dependent stages per record cap this run at ~830); 0.8-1.0 ms
   of engine CPU per request end to end (bare aiohttp: 0.2 ms), of which ~0.45 ms is
   rendering, checks, cache and corpus (what a fully cached re-run costs per request).
+- Figures after the bench's profile (compiled stage-1 validator, imports at set-up,
+  gc.freeze, constant prompts rendered once, cheaper check normalisation): 0.55-0.7 ms of
+  engine CPU per request; see bench/README.md (``python -m bench --only engine,cache``).
 - Other providers (Anthropic, Bedrock, Vertex...) fall back to ``litellm.acompletion``
   with litellm's own retries off: the same retry policy applies to every teacher.
 

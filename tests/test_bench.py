@@ -57,3 +57,92 @@ def test_unknown_section_is_an_error(tmp_path):
     import pytest
     with pytest.raises(SystemExit):
         main(["--only", "nope", "--out", str(tmp_path / "r.json")])
+
+
+def test_engine_section_measures_engine_and_peers_against_a_real_server():
+    """Tiny sizes: the engine, bare aiohttp and bare litellm each in their own process
+    against the bench server's processes; the server's counter must match each client's."""
+    from bench import engine_bench
+
+    rows = engine_bench.run(True, requests=120, latencies=[0.05], concurrencies=[16], server_workers=1)
+    assert all(set(r) == KEYS for r in rows)
+    by = {r["name"]: r for r in rows}
+    for want in ["server ceiling (latency 0, bare aiohttp c=256)", "engine 0.05s c=16", "engine/aiohttp 0.05s c=16",
+                 "engine/litellm 0.05s c=16", "engine CPU 0.05s c=16", "engine peak RSS 0.05s c=16"]:
+        assert want in by, list(by)
+    eng = by["engine 0.05s c=16"]
+    assert eng["peer"] == 16 / 0.05 and eng["ratio"] == round(eng["value"] / eng["peer"], 3)
+    assert "120 requests, 60/60 records written" in eng["note"]
+    assert by["engine CPU 0.05s c=16"]["value"] > 0 and by["engine peak RSS 0.05s c=16"]["value"] > 10
+    assert engine_bench.schedule_bound(2500, 1024, 1.0) == 5000 / 6
+
+
+def test_cache_section_rerun_sends_nothing():
+    from bench import cache_bench
+
+    rows = cache_bench.run(True, records=40)
+    by = {r["name"]: r for r in rows}
+    assert by["requests sent by the re-run"]["value"] == 0
+    assert "the first run sent 80" in by["requests sent by the re-run"]["note"]
+    assert by["cached re-run"]["value"] > 0 and "80 cache hits" in by["cached re-run"]["note"]
+
+
+def test_engine_and_cache_sections_are_registered():
+    assert SECTIONS["engine"] == "bench.engine_bench" and SECTIONS["cache"] == "bench.cache_bench"
+
+
+def _old_line(text: str) -> str:
+    """checks._line as it was before the engine bench's profile (lookbehind regexes)."""
+    from synth import checks as C
+
+    text = C.SID_RUN_RE.sub(C._BARRIER, text or "").replace("|", C._BARRIER)
+    text = C._POSSESSIVE_RE.sub("", text.casefold())
+    text = C._BREAK_RE.sub(C._BARRIER, C._DECIMAL_RE.sub(" ", text))
+    text = C._BARRIERS_RE.sub("|", C._KEEP_BARRIER_RE.sub(" ", text))
+    return " " + " ".join(text.split()) + " "
+
+
+def test_faster_check_normalisation_gives_the_same_lines():
+    import random
+
+    from synth.checks import _line
+
+    rng = random.Random(5)
+    alphabet = list("ab1.,'\u2019_|<>\n\t \u00a0\u2003\x0b\x1c-\u00e99:;!?()[]{}\"/\\\u2022\u2013\u2014") + [
+        "<a_1>", "<b_22><c_3>", "'s", "\u2019s", "0.7mm", "1,000", "Elmer's"]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(20000)]
+    texts += ["HP 74 Black & 75 Tri-color Ink, 2 Cartridges (CB335WN, CB337WN) 0.7mm", ""]
+    assert [_line(t) for t in texts] == [_old_line(t) for t in texts]
+
+
+def test_fast_stage1_validator_agrees_with_jsonschema():
+    import random
+
+    import jsonschema
+
+    from synth.prompts import FastValidator, PromptSet
+
+    schema = PromptSet().schema
+    fast, full = FastValidator(schema), jsonschema.Draft202012Validator(schema)
+    assert fast._check is not None  # the shipped schema is compiled, not left to jsonschema
+    rng = random.Random(0)
+    values = ["", "x", "y" * 120, "z" * 2100, 3, None, True, [], ["a"], ["a"] * 9, [""], [1], {"a": 1}]
+    good = {"refined_description": "d", "primary_use_cases": ["u"], "target_audiences": ["t"],
+            "key_features": ["k"], "related_keywords": ["r"]}
+    cases = [good]
+    for _ in range(3000):
+        d = dict(good)
+        for _ in range(rng.randint(1, 3)):
+            op = rng.random()
+            key = rng.choice(list(good) + ["extra"])
+            if op < 0.2:
+                d.pop(key, None)
+            else:
+                d[key] = rng.choice(values)
+        cases.append(d)
+    cases += [[], "s", None]
+    for d in cases:
+        assert (not list(fast.iter_errors(d))) == full.is_valid(d), d
+    # a schema with a keyword the fast path does not know is left to jsonschema
+    assert FastValidator({"type": "string", "pattern": "^a"})._check is None
+    assert list(FastValidator({"type": "string", "pattern": "^a"}).iter_errors("b"))
