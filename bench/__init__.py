@@ -8,5 +8,7 @@ when it runs, so a section that needs torch does not slow the others down.
 SECTIONS: dict[str, str] = {
     "dedup": "bench.dedup_bench",
     "checks": "bench.checks_bench",
-    # "engine": "bench.engine_bench", "cache": "bench.cache_bench", "trainer": "bench.trainer_bench",
+    "engine": "bench.engine_bench",
+    "cache": "bench.cache_bench",
+    "trainer": "bench.trainer_bench",
 }

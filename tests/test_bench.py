@@ -146,3 +146,50 @@ def test_fast_stage1_validator_agrees_with_jsonschema():
     # a schema with a keyword the fast path does not know is left to jsonschema
     assert FastValidator({"type": "string", "pattern": "^a"})._check is None
     assert list(FastValidator({"type": "string", "pattern": "^a"}).iter_errors("b"))
+
+
+def test_trainer_section_gpu_code_path_on_cpu(tmp_path):
+    """The random-weight shape path (bench tokenizer, Qwen3 config, run_sft/run_grpo, the plain
+    loop on TRL's captured batches, recommend with and without the trie) at a toy size on the CPU:
+    the rows, their peers and what they count. Timings are not asserted."""
+    from bench import trainer_bench as T
+
+    assert SECTIONS["trainer"] == "bench.trainer_bench"
+    sizes = T.Sizes(items=120, samples=30, sft_steps=2, sft_batch=2, sft_len=128, grpo_steps=2, grpo_completions=8,
+                    grpo_group=4, grpo_per_device=8, grpo_len=6, eval_rows=8, eval_batch=8, think_rows=4,
+                    think_tokens=4, eval_repeats=1)
+    rows = T.run(True, shape="tiny", device="cpu", sizes=sizes, workdir=tmp_path)
+    assert all(set(r) == KEYS for r in rows)
+    by = {r["name"]: r for r in rows}
+    label = "tiny cpu"
+    for want in ["SFT tokens/s", "SFT s/step", "GRPO s/step", "eval rows/s beam 10 direct",
+                 "eval rows/s vs plain generate", "eval rows/s thinking"]:
+        r = by[f"{want} ({label})"]
+        assert r["value"] > 0 and r["peer"] > 0 and r["ratio"] == round(r["value"] / r["peer"], 3), r
+    sft = by[f"SFT tokens/s ({label})"]
+    assert sft["note"].startswith("2 steps,") and "packed bfd 2x128" in sft["note"]
+    tokens = int(sft["note"].split(", ")[1].split()[0].replace(",", ""))
+    assert 128 < tokens <= 2 * 2 * 128  # two packed steps of at most 2 x 128 tokens
+    grpo = by[f"GRPO s/step ({label})"]["note"]
+    assert "8 completions/step, group 4" in grpo and "(peer)" in grpo
+    assert "8/8 rows with 10 items" in by[f"eval rows/s beam 10 direct ({label})"]["note"]
+    assert list(tmp_path.iterdir()) == []  # the work folder is removed
+
+
+def test_trainer_bench_settings_and_tokenizer():
+    import pytest
+
+    from bench import trainer_bench as T
+
+    shape, device, sizes = T._settings(False, "qwen3-1.7b", "cpu")
+    assert (shape, sizes.grpo_completions, sizes.grpo_group, sizes.sft_len, sizes.eval_rows) == \
+        ("qwen3-1.7b", 256, 16, 1024, 256)
+    assert T._settings(True, None, "cpu")[2] == T.QUICK
+    with pytest.raises(ValueError, match="BENCH_TRAINER_SHAPE"):
+        T._settings(True, "qwen9", "cpu")
+    with pytest.raises(ValueError, match="BENCH_DEVICE"):
+        T._settings(True, None, "tpu")
+    tok = T.bench_tokenizer(["Acme Gel Pens, Black Ink, 12 Pack"] * 20, vocab_size=600)
+    assert {"<|im_start|>", "<|im_end|>", "<think>", "</think>"} <= set(tok.get_vocab())
+    text = "Acme Gel Pens \u00e9"
+    assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text  # byte-level: any text
