@@ -176,6 +176,15 @@ def cmd_run(args) -> int:
         update_metrics(metrics_path, stage, res)
 
     prev = base
+
+    def resume_from(stage: str) -> None:
+        # A stage left out of --stages still feeds the next one when its model exists.
+        nonlocal prev
+        if (run_dir / stage / "model" / "config.json").exists():
+            prev = run_dir / stage / "model"
+
+    if "align" not in stages:
+        resume_from("align")
     if "align" in stages:
         if not done("align"):
             rows = tasks.align_rows(inputs, limit, args.general, args.general_n, args.seed)
@@ -184,6 +193,8 @@ def cmd_run(args) -> int:
             timed("align", lambda: run_align(prev, run_dir / "align", rows, ev, align_cfg))
         prev = run_dir / "align" / "model"
         evaluate("align")
+    if "activate" not in stages:
+        resume_from("activate")
     if "activate" in stages:
         if not done("activate"):
             rows = tasks.activate_rows(inputs, limit)

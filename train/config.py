@@ -117,7 +117,9 @@ class GRPOStageConfig:
     @classmethod
     def tiny(cls) -> "GRPOStageConfig":
         return cls(learning_rate=1e-4, num_generations=8, batch_size=32, per_device_batch=32,
-                   max_completion_length=48, max_prompt_length=256, max_steps=20, eval_every=10,
+                   # room for a teacher reasoning (metadata: ~60 words, <= ~150 tokens) plus the SID:
+                   # at 48 every rollout was clipped before "</think>", so every reward was 0.
+                   max_completion_length=160, max_prompt_length=256, max_steps=20, eval_every=10,
                    eval_rows=64, bf16=False, activation_checkpointing=False)
 
     def to_dict(self) -> dict:
@@ -141,7 +143,7 @@ class EvalConfig:
 
     @classmethod
     def tiny(cls) -> "EvalConfig":
-        return cls(max_think_tokens=48, batch_size=64)
+        return cls(max_think_tokens=160, batch_size=64)
 
     def to_dict(self) -> dict:
         return asdict(self)

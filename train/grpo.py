@@ -168,6 +168,13 @@ def run_grpo(model_dir, out_dir, train_rows: list[dict], cfg: GRPOStageConfig, v
         "s_per_step": round(wall / max(1, trainer.state.global_step), 2),
         "config": cfg.to_dict(),
     }
+    if steps and all(float(h.get("reward_std", 0) or 0) == 0 for h in steps):
+        # Every group scored alike: no advantage, no gradient. Usually the rollouts never reach
+        # "</think>" within max_completion_length, so every answer scores 0.
+        clipped = max(float(h.get("completions/clipped_ratio", 0) or 0) for h in steps)
+        summary["warning"] = (f"no reward variance in any step (max clipped ratio {clipped:.2f}): GRPO learnt "
+                              f"nothing; raise max_completion_length ({cfg.max_completion_length}) if clipped")
+        log.warning(summary["warning"])
     if trainer.is_world_process_zero():
         write_json(out_dir / "log_history.json", history)
         write_json(out_dir / "summary.json", summary)
