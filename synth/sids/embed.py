@@ -80,7 +80,7 @@ def resolve_embedder(embedder: str) -> str:
     return embedder
 
 
-def cache_key(texts: Sequence[str], cfg: EmbedConfig) -> str:
+def embeddings_file_key(texts: Sequence[str], cfg: EmbedConfig) -> str:
     """Hash of everything that decides the embeddings: embedder, limits, texts in order."""
     h = hashlib.sha256()
     h.update(f"{cfg.embedder}\0{cfg.max_seq_length}\0{len(texts)}\0".encode())
@@ -119,7 +119,7 @@ def cached_embeddings(
     out_dir: str | os.PathLike, texts: Sequence[str], cfg: EmbedConfig
 ) -> tuple[np.ndarray, Path, bool]:
     """(embeddings [N, D], cache path, whether it came from the cache)."""
-    path = Path(out_dir) / f"embeddings.{cache_key(texts, cfg)}.npy"
+    path = Path(out_dir) / f"embeddings.{embeddings_file_key(texts, cfg)}.npy"
     if path.exists():
         emb = np.load(path)
         if emb.shape[0] == len(texts):
