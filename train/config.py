@@ -16,8 +16,20 @@ def on_gpu() -> bool:
     return torch.cuda.is_available()
 
 
+class StageConfig:
+    """What every stage config shares: a plain dict for manifests, and a copy with overrides
+    (unknown names and None values are ignored, so CLI arguments can be passed straight in)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def override(self, **kw):
+        known = {f.name for f in fields(self)}
+        return replace(self, **{k: v for k, v in kw.items() if k in known and v is not None})
+
+
 @dataclass
-class SFTStageConfig:
+class SFTStageConfig(StageConfig):
     """Common SFT settings (full fine-tuning, AdamW)."""
 
     learning_rate: float = 3e-4
@@ -36,13 +48,6 @@ class SFTStageConfig:
     # TRL "bfd" packing: rows are packed (best-fit decreasing) into max_length sequences with
     # position ids reset per row (padding-free), so no compute goes to padding. Works on CPU.
     packing: bool = False
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def override(self, **kw) -> "SFTStageConfig":
-        known = {f.name for f in fields(self)}
-        return replace(self, **{k: v for k, v in kw.items() if k in known and v is not None})
 
 
 @dataclass
@@ -84,7 +89,7 @@ class ActivateConfig(SFTStageConfig):
 
 
 @dataclass
-class GRPOStageConfig:
+class GRPOStageConfig(StageConfig):
     """Stage 3: GRPO (paper Eq. 6-8).
 
     ``loss_type="grpo"``: the paper's GRPO objective normalises each completion's token losses by
@@ -122,16 +127,9 @@ class GRPOStageConfig:
                    max_completion_length=160, max_prompt_length=256, max_steps=20, eval_every=10,
                    eval_rows=64, bf16=False, activation_checkpointing=False)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def override(self, **kw) -> "GRPOStageConfig":
-        known = {f.name for f in fields(self)}
-        return replace(self, **{k: v for k, v in kw.items() if k in known and v is not None})
-
 
 @dataclass
-class EvalConfig:
+class EvalConfig(StageConfig):
     """Evaluation: constrained beam search over the trie, full-item ranking."""
 
     modes: tuple[str, ...] = ("direct", "thinking")
@@ -144,9 +142,6 @@ class EvalConfig:
     @classmethod
     def tiny(cls) -> "EvalConfig":
         return cls(max_think_tokens=160, batch_size=64)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def grad_accum(batch_size: int, per_device: int, world: int = 1) -> int:
