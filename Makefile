@@ -57,7 +57,9 @@ synth: $(STAMP)
 		--corpora-dir $(CORPORA_DIR) --cache-dir $(CACHE_DIR) --seed $(SEED) \
 		$(call opt,--api-base,$(API_BASE)) $(call opt,--concurrency,$(CONCURRENCY)) \
 		$(call opt,--rpm,$(RPM)) $(call opt,--tpm,$(TPM)) $(call opt,--limit,$(LIMIT)) \
-		$(call opt,--budget-usd,$(BUDGET_USD)) $(call flag,--dry-run,$(DRY_RUN)) $(call flag,--batch,$(BATCH))
+		$(call opt,--budget-usd,$(BUDGET_USD)) $(call flag,--dry-run,$(DRY_RUN)) $(call flag,--batch,$(BATCH)) \
+		$(call opt,--max-tokens,$(MAX_TOKENS)) $(call opt,--structured-output,$(STRUCTURED_OUTPUT)) \
+		$(if $(EXTRA_BODY),--extra-body '$(EXTRA_BODY)')
 
 # Reference rows in the same harness: MODEL=sasrec or MODEL=popular.
 baseline: $(STAMP)

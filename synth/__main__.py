@@ -12,6 +12,7 @@ Exit status: 0 done (a note names records that failed and will be retried by a r
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -51,6 +52,13 @@ def parser() -> argparse.ArgumentParser:
     a("--timeout", type=float, default=float(_env("TIMEOUT", 120)), help="seconds per request attempt")
     a("--max-attempts", type=int, default=int(_env("MAX_ATTEMPTS", 6)), help="tries per request")
     a("--max-samples", type=int, default=int(_env("MAX_SAMPLES", 3)), help="draws per stage before rejecting")
+    a("--extra-body", default=_env("EXTRA_BODY"), metavar="JSON",
+      help='JSON object merged into every request body, e.g. \'{"chat_template_kwargs": {"enable_thinking": false}}\' '
+           "(EXTRA_BODY; part of the cache key)")
+    a("--structured-output", default=_env("STRUCTURED_OUTPUT", "auto"),
+      choices=["auto", "json_schema", "json_object", "prompt"],
+      help="stage-1 JSON shape to start with; a server that refuses it moves the run to the next "
+           "(STRUCTURED_OUTPUT; default auto = json_schema)")
     a("--backoff", type=float, default=float(_env("BACKOFF", 1.0)), help="first retry back-off, seconds")
     a("--dedup", action=argparse.BooleanOptionalAction, default=None,
       help="MinHash near-duplicate pass (default: on for LLM teachers, off for metadata)")
@@ -59,10 +67,29 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_extra_body(text: str | None) -> dict | None:
+    """EXTRA_BODY's JSON object, or None; ValueError says what is wrong."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"EXTRA_BODY is not JSON ({e.msg} at character {e.pos}): give a JSON object, e.g. "
+                         '\'{"chat_template_kwargs": {"enable_thinking": false}}\'') from None
+    if not isinstance(value, dict):
+        raise ValueError(f"EXTRA_BODY must be a JSON object, not {type(value).__name__}")
+    return value or None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if not args.dataset:
         print("error: say which dataset: --dataset NAME (or DATASET=NAME)", file=sys.stderr)
+        return 2
+    try:
+        extra_body = parse_extra_body(args.extra_body)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     from synth.data.dataset import DatasetError
     from synth.engine import SynthConfig, run
@@ -74,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, limit=args.limit, dry_run=args.dry_run,
         budget_usd=args.budget_usd, batch=args.batch, seed=args.seed, temperature=args.temperature,
         max_tokens=args.max_tokens, timeout=args.timeout, max_attempts=args.max_attempts,
-        max_samples=args.max_samples, backoff_initial=args.backoff, dedup=args.dedup,
+        max_samples=args.max_samples, backoff_initial=args.backoff, dedup=args.dedup, extra_body=extra_body,
+        structured_output=args.structured_output,
         items=args.only in (None, "items"), users=args.only in (None, "users"), progress=not args.quiet)
     try:
         result = run(cfg)

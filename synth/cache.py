@@ -9,7 +9,8 @@ second, which the next run sends again. ``synchronous=NORMAL`` is safe against a
 process (not against a power cut, where at most the last transactions are lost, never the
 file's integrity).
 
-What is stored: the answer's text and its token usage. Never request headers, never the
+What is stored: the answer's text, its token usage and its finish reason (a truncated
+answer is rejected again on a re-run, not taken as finished). Never request headers, never the
 API key, never the prompt (the key is a hash of it).
 
 The cache key is defined here and only here (``cache_key``).
@@ -24,16 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-try:  # orjson is ~5x faster; the key must be identical either way (sorted keys, compact, UTF-8)
-    import orjson
+import orjson
 
-    def _canonical(obj) -> bytes:
-        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
-except ImportError:  # pragma: no cover - orjson is optional
-    import json
 
-    def _canonical(obj) -> bytes:
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+def _canonical(obj) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
 
 KEY_VERSION = 1
 
@@ -65,6 +62,7 @@ class CachedResponse:
     text: str
     tokens_in: int = 0
     tokens_out: int = 0
+    finish_reason: str = "stop"
 
 
 class ResponseCache:
@@ -83,8 +81,12 @@ class ResponseCache:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS responses ("
             " key TEXT PRIMARY KEY, text TEXT NOT NULL, tokens_in INTEGER NOT NULL,"
-            " tokens_out INTEGER NOT NULL, created REAL NOT NULL) WITHOUT ROWID"
+            " tokens_out INTEGER NOT NULL, created REAL NOT NULL,"
+            " finish_reason TEXT NOT NULL DEFAULT 'stop') WITHOUT ROWID"
         )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(responses)")}
+        if "finish_reason" not in columns:  # a cache written before finish reasons were kept
+            self._db.execute("ALTER TABLE responses ADD COLUMN finish_reason TEXT NOT NULL DEFAULT 'stop'")
         self._pending: dict[str, CachedResponse] = {}
         self.flush_every = flush_every
 
@@ -93,7 +95,7 @@ class ResponseCache:
         if hit is not None:
             return hit
         row = self._db.execute(
-            "SELECT text, tokens_in, tokens_out FROM responses WHERE key = ?", (key,)
+            "SELECT text, tokens_in, tokens_out, finish_reason FROM responses WHERE key = ?", (key,)
         ).fetchone()
         return CachedResponse(*row) if row else None
 
@@ -110,10 +112,11 @@ class ResponseCache:
         if not self._pending:
             return 0
         now = time.time()
-        rows = [(k, r.text, r.tokens_in, r.tokens_out, now) for k, r in self._pending.items()]
+        rows = [(k, r.text, r.tokens_in, r.tokens_out, now, r.finish_reason) for k, r in self._pending.items()]
         with self._db:  # one transaction: all of these rows or none survive a kill
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)", rows)
+            self._db.executemany("INSERT OR REPLACE INTO responses (key, text, tokens_in, tokens_out, created,"
+                                 " finish_reason) VALUES (?, ?, ?, ?, ?, ?)", rows)
         self._pending.clear()
         return len(rows)
 

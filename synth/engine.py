@@ -32,14 +32,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from synth.cache import CachedResponse, ResponseCache, cache_key
 from synth.corpus import (command_line, corpus_dir, dataset_hashes, package_versions,
                           write_corpus)
 from synth.data.dataset import Dataset, DatasetError, Item, Sample, dataset_dir
-from synth.teacher import (METADATA, Completion, Request, Teacher,
-                           TeacherConfig, TeacherError, import_litellm, make_teacher)
+from synth.endpoints import safe_url
+from synth.structured import AUTO
+from synth.teacher import (METADATA, Completion, PreflightError, Request, Teacher, TeacherConfig,
+                           TeacherError, import_litellm, make_teacher)
 
 ITEM, USER = "item", "user"
 # How much of a rejected output to keep in rejected.jsonl (enough to see why).
@@ -47,7 +48,8 @@ REJECTED_TEXT_CHARS = 4000
 
 
 class BudgetReached(Exception):
-    """Raised inside a record when the run has spent its BUDGET_USD: no new requests."""
+    """Raised inside a record when the run is stopping (BUDGET_USD spent, or a fatal teacher
+    error): no new requests."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ class SynthConfig:
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     max_samples: int = 3
+    extra_body: dict | None = None    # EXTRA_BODY: merged into every request body, part of the cache key
+    structured_output: str = AUTO     # STRUCTURED_OUTPUT: json_schema, json_object or prompt to start at
     dedup: bool | None = None         # MinHash pass; None = on for LLM teachers, off for metadata
     items: bool = True                # run the item-centric flow
     users: bool = True                # run the user-centric flow
@@ -86,13 +90,15 @@ class SynthConfig:
     def generation(self) -> dict:
         return {"temperature": self.temperature, "resample_temperature": self.resample_temperature,
                 "max_tokens": self.max_tokens, "max_samples": self.max_samples, "seed": self.seed,
-                "timeout": self.timeout, "max_attempts": self.max_attempts}
+                "timeout": self.timeout, "max_attempts": self.max_attempts,
+                "extra_body": self.extra_body, "structured_output": self.structured_output}
 
     def teacher_config(self) -> TeacherConfig:
         return TeacherConfig(teacher=self.teacher, api_base=self.api_base, concurrency=self.concurrency,
                              timeout=self.timeout, max_attempts=self.max_attempts,
                              backoff_initial=self.backoff_initial, backoff_max=self.backoff_max,
-                             rpm=self.rpm, tpm=self.tpm)
+                             rpm=self.rpm, tpm=self.tpm, extra_body=self.extra_body,
+                             structured_output=self.structured_output)
 
 
 @dataclass
@@ -104,6 +110,7 @@ class Outcome:
     stage: str = ""
     reason: str = ""
     text: str = ""
+    detail: str = ""               # failed: what the teacher said (server text, key scrubbed)
 
 
 @dataclass
@@ -115,6 +122,7 @@ class Stats:
     cost_usd: float = 0.0          # every answer the corpus used, cached or not
     spent_usd: float = 0.0         # sent by this run
     done: int = 0
+    truncated: int = 0             # answers that hit max_tokens (each drawn again)
     outcomes: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
 
@@ -125,16 +133,6 @@ class RunResult:
     out_dir: Path | None
     exit_code: int
     message: str = ""
-
-
-def _safe_url(url: str | None) -> str | None:
-    """scheme://host:port/path only: a URL's user-info or query could carry a secret."""
-    if not url:
-        return url
-    p = urlsplit(url)
-    host = p.hostname or ""
-    port = f":{p.port}" if p.port else ""
-    return f"{p.scheme}://{host}{port}{p.path}"
 
 
 def _count(d: dict[str, int], key: str, n: int = 1) -> None:
@@ -188,6 +186,8 @@ class Engine:
             import_litellm()  # its import (~1 s of CPU) is set-up, not part of the first request
         self.stats = Stats()
         self.stopping = False
+        self.fatal: TeacherError | None = None
+        self.failure_detail: dict[str, str] = {}
         self.teacher: Teacher | None = None
         self.cache: ResponseCache | None = None
         self._t0 = time.monotonic()
@@ -206,9 +206,12 @@ class Engine:
     def _params(self, step: str, sample: int) -> dict:
         t = self.config.temperature if sample == 0 else max(self.config.temperature,
                                                               self.config.resample_temperature)
-        return {"temperature": t, "max_tokens": self.config.max_tokens,
-                "seed": self.config.seed + sample, "sample": sample,
-                "response_format": self.response_formats[step]}
+        params = {"temperature": t, "max_tokens": self.config.max_tokens,
+                  "seed": self.config.seed + sample, "sample": sample,
+                  "response_format": self.response_formats[step]}
+        if self.config.extra_body:  # only when set: keys of runs without it stay as they were
+            params["extra_body"] = self.config.extra_body
+        return params
 
     async def _ask(self, step: str, messages: list[dict], context: dict, sample: int) -> Completion:
         assert self.teacher is not None
@@ -220,7 +223,7 @@ class Engine:
             if hit is not None:
                 self.stats.cache_hits += 1
                 self._account(hit.tokens_in, hit.tokens_out, spent=False)
-                return Completion(hit.text, hit.tokens_in, hit.tokens_out)
+                return Completion(hit.text, hit.tokens_in, hit.tokens_out, hit.finish_reason)
         if self.stopping:
             raise BudgetReached()
         request = Request(step, messages, context, params["temperature"], params["max_tokens"],
@@ -228,9 +231,17 @@ class Engine:
         comp = await self.teacher.complete(request)
         self.stats.requests_sent += 1
         if key is not None:
-            self.cache.put(key, CachedResponse(comp.text, comp.tokens_in, comp.tokens_out))
+            self.cache.put(key, CachedResponse(comp.text, comp.tokens_in, comp.tokens_out, comp.finish_reason))
         self._account(comp.tokens_in, comp.tokens_out, spent=True)
         return comp
+
+    async def _text(self, step: str, messages: list[dict], context: dict, sample: int) -> str | None:
+        """The cleaned answer, or None when it was cut off at max_tokens (rejected as truncated)."""
+        comp = await self._ask(step, messages, context, sample)
+        if comp.truncated:
+            self.stats.truncated += 1
+            return None
+        return comp.text
 
     def _account(self, tokens_in: int, tokens_out: int, spent: bool) -> None:
         self.stats.tokens_in += tokens_in
@@ -252,7 +263,10 @@ class Engine:
         messages = self.prompts.render("item_analysis", ctx)
         insights, reason, last = None, "", ""
         for sample in range(self.config.max_samples):
-            last = (await self._ask("item_analysis", messages, ctx, sample)).text
+            last = await self._text("item_analysis", messages, ctx, sample)
+            if last is None:
+                reason, last = "truncated", ""
+                continue
             try:
                 insights = self.prompts.parse_item_analysis(last)
                 break
@@ -263,8 +277,10 @@ class Engine:
         ctx2 = {**ctx, "insights": insights}
         messages = self.prompts.render("item_integration", ctx2)
         for sample in range(self.config.max_samples):
-            text = clean_generation((await self._ask("item_integration", messages, ctx2, sample)).text)
-            problems = paragraph_problems(text) + self.catalog.sid_only_problems(text, [item_id])
+            raw = await self._text("item_integration", messages, ctx2, sample)
+            text = clean_generation(raw or "")
+            problems = (["truncated"] if raw is None
+                        else paragraph_problems(text) + self.catalog.sid_only_problems(text, [item_id]))
             if not problems:
                 return Outcome("written", {"item_id": item_id, "sid": sid, "text": text,
                                            "insights": insights})
@@ -278,8 +294,10 @@ class Engine:
         messages = self.prompts.render("user_reasoning", ctx)
         reasoning, reason, last = None, "", ""
         for sample in range(self.config.max_samples):
-            text = clean_generation((await self._ask("user_reasoning", messages, ctx, sample)).text)
-            problems = (self.catalog.leak_problems(text, s.target, s.history) if text.strip()
+            raw = await self._text("user_reasoning", messages, ctx, sample)
+            text = clean_generation(raw or "")
+            problems = (["truncated"] if raw is None
+                        else self.catalog.leak_problems(text, s.target, s.history) if text.strip()
                         else ["empty_after_cleaning"])
             if not problems:
                 reasoning = text
@@ -290,8 +308,9 @@ class Engine:
         ctx2 = {**ctx, "reasoning": reasoning}
         messages = self.prompts.render("user_narrative", ctx2)
         for sample in range(self.config.max_samples):
-            text = clean_generation((await self._ask("user_narrative", messages, ctx2, sample)).text)
-            problems = (paragraph_problems(text) + self.catalog.sid_only_problems(text, s.history)
+            raw = await self._text("user_narrative", messages, ctx2, sample)
+            text = clean_generation(raw or "")
+            problems = ["truncated"] if raw is None else (paragraph_problems(text) + self.catalog.sid_only_problems(text, s.history)
                         + self.catalog.leak_problems(text, s.target, s.history))
             if not problems:
                 return Outcome("written", {"user_id": s.user_id, "history": list(s.history),
@@ -304,7 +323,12 @@ class Engine:
         try:
             return await (self._item(what) if kind == ITEM else self._user(what))
         except TeacherError as e:
-            return Outcome("failed", reason=e.reason)
+            if e.fatal:  # no request of this run can succeed: stop sending
+                self.fatal = self.fatal or e
+                self.stopping = True
+                return Outcome("unfinished", reason="stopped")
+            self.failure_detail.setdefault(e.reason, e.detail)
+            return Outcome("failed", reason=e.reason, detail=e.detail)
         except BudgetReached:
             return Outcome("unfinished", reason="budget_reached")
 
@@ -371,6 +395,9 @@ class Engine:
             await self.teacher.aclose()
         if cfg.progress:
             print(("\r" if sys.stderr.isatty() else "") + self.progress_line(), file=sys.stderr, flush=True)
+        if self.fatal is not None:
+            raise PreflightError(f"{self.fatal.detail or self.fatal.reason}; nothing was written (answers "
+                                 "received so far are cached): fix it and re-run")
         return self._finish(results)
 
     # ---- the corpus ----
@@ -401,9 +428,12 @@ class Engine:
                 unfinished += 1
                 continue
             _count(rejected_by if r.status == "rejected" else failed_by, r.reason)
-            rejected.append({"kind": kind, "index": i, "id": what if kind == ITEM else what.user_id,
-                             "status": r.status, "stage": r.stage, "reason": r.reason,
-                             "text": r.text[:REJECTED_TEXT_CHARS]})
+            line = {"kind": kind, "index": i, "id": what if kind == ITEM else what.user_id,
+                    "status": r.status, "stage": r.stage, "reason": r.reason,
+                    "text": r.text[:REJECTED_TEXT_CHARS]}
+            if r.detail:
+                line["detail"] = r.detail
+            rejected.append(line)
         s = self.stats
         prices = self.teacher.prices()
         n_written = len(items) + len(users)
@@ -411,8 +441,11 @@ class Engine:
             "dataset": self.dataset.name,
             "teacher": cfg.teacher,
             "route": {"provider": self.teacher.route.provider, "model": self.teacher.route.model,
-                      "api_base": _safe_url(self.teacher.route.api_base),
+                      "api_base": safe_url(self.teacher.route.api_base),
                       "transport": self.teacher.transport},
+            "structured_output": (self.teacher.structured_summary()
+                                  if self.teacher.transport != METADATA else None),
+            "endpoints": self.teacher.pool.summary() if hasattr(self.teacher, "pool") else None,
             "complete": unfinished == 0,
             "requested": len(self.records),
             "written": n_written,
@@ -428,6 +461,7 @@ class Engine:
             "requests_sent": s.requests_sent,
             "request_attempts": self.teacher.attempts,
             "retries": dict(sorted(self.teacher.retries.items())),
+            "truncated_answers": s.truncated,
             "tokens_in": s.tokens_in,
             "tokens_out": s.tokens_out,
             "cost_usd": round(s.cost_usd, 6),
@@ -452,10 +486,22 @@ class Engine:
         if unfinished:
             return RunResult(manifest, out, 3, f"budget reached (${s.spent_usd:.4f} of "
                              f"${cfg.budget_usd:g}); {unfinished} records unfinished; re-run to resume")
-        msg = f"wrote {n_written}/{len(self.records)} records to {out}"
+        return RunResult(manifest, out, 0, self._summary(manifest, out))
+
+    def _summary(self, manifest: dict, out: Path) -> str:
+        """The closing line: what was written, and what to change when something went wrong."""
+        msg = f"wrote {manifest['written']}/{manifest['requested']} records to {out}"
         if manifest["failed"]:
             msg += f"; {manifest['failed']} failed ({manifest['failed_reasons']}): re-run to retry them"
-        return RunResult(manifest, out, 0, msg)
+            details = [f"{k}: {v}" for k, v in sorted(self.failure_detail.items()) if v]
+            if details:
+                msg += "\n  " + "\n  ".join(details)
+        rejected = manifest["rejected"]
+        if rejected.get("truncated", 0) * 2 > sum(rejected.values()):
+            msg += (f"\n  most rejections ({rejected['truncated']}) are answers cut off at MAX_TOKENS="
+                    f"{self.config.max_tokens}: raise MAX_TOKENS (a thinking teacher needs room for its "
+                    "reasoning too, or EXTRA_BODY to turn thinking off)")
+        return msg
 
     def _dry_run(self) -> RunResult:
         """Requests, tokens and dollars if every first answer passes; nothing is sent."""

@@ -4,49 +4,29 @@ A teacher is named by a litellm model string (``gpt-4o-mini``, ``ollama/qwen3:8b
 ``hosted_vllm/Qwen/Qwen3-32B``, ``openai/<name>`` with ``API_BASE``, anything litellm
 routes) or ``metadata`` (the paper's rule-based baseline: no network, deterministic).
 
-What was chosen for the hot path, and why (measured on this 2-core machine, see issue 5):
+litellm decides the route (provider, provider-local model name, default API base) and the
+price (its bundled price map). OpenAI-compatible providers (OpenAI, vLLM, SGLang, Ollama's
+``/v1``, llama.cpp, LM Studio, ``openai/<x>`` + ``API_BASE``...) are then served by our own
+transport: one shared ``aiohttp`` session sized to the concurrency, over one or several
+endpoints (``synth.endpoints``), because ``litellm.acompletion`` costs several times more CPU
+per request than the teacher's own latency allows at high concurrency (bench/README.md).
+Other providers (Anthropic, Bedrock, Vertex...) go through ``litellm.acompletion`` with its
+own retries off, so one retry policy applies to every teacher.
 
-- litellm decides the ROUTE (``litellm.get_llm_provider``: provider, provider-local model
-  name, default API base) and the PRICE (``litellm.cost_per_token`` over its bundled
-  price map). It is imported lazily, with ``LITELLM_LOCAL_MODEL_COST_MAP=True`` set
-  first, because otherwise its import tries to download the price map (three failed
-  attempts when offline).
-- litellm does not carry the requests of OpenAI-compatible providers (OpenAI, vLLM,
-  SGLang, Ollama's ``/v1``, ``openai/<x>`` + ``API_BASE``, LM Studio...). Bare
-  ``litellm.acompletion`` costs ~5 ms of CPU per request (it runs its synchronous path in
-  a thread pool and computes cost on every call) and tops out near 200 req/s per
-  process with at most 500 in flight; that would make the engine, not the teacher, the
-  bottleneck (the target is >= 1,000 req/s at 0.2 s latency and c=1024). Those requests go
-  instead over ONE shared ``aiohttp.ClientSession`` whose connector is sized explicitly
-  to the concurrency (``limit=0`` is not "unlimited" in every aiohttp path, and the
-  default of 100 would cap the engine), with bodies encoded/decoded by ``orjson`` when
-  installed, on uvloop when installed (see ``engine.run``).
-- Profile (cProfile with a CPU clock, 1,000 requests at c=256): the engine's own code is
-  small; the CPU goes to aiohttp's request machinery, the prompt templates (Jinja
-  sandbox, ~0.2 ms a render), the stage-1 JSON-schema validation (jsonschema, the
-  largest single item, ~1 ms per item) and the checks' normalisation. The first attempt
-  of each request runs outside tenacity (building a retry controller per request cost
-  ~0.1 ms); only failures enter it.
-- Measured (2 shared cores at load 7-8, local server at 1 s latency, 2,500 records =
-  5,000 requests): c=64 58 req/s (0.91 of ideal), c=256 202 req/s (0.79; a bare aiohttp
-  loop against the same server in the same minutes: 203), c=1024 379 req/s (a bare
-  aiohttp loop: 497; two dependent stages per record cap this run at ~830); 0.8-1.0 ms
-  of engine CPU per request end to end (bare aiohttp: 0.2 ms), of which ~0.45 ms is
-  rendering, checks, cache and corpus (what a fully cached re-run costs per request).
-- Figures after the bench's profile (compiled stage-1 validator, imports at set-up,
-  gc.freeze, constant prompts rendered once, cheaper check normalisation): 0.55-0.7 ms of
-  engine CPU per request; see bench/README.md (``python -m bench --only engine,cache``).
-- Other providers (Anthropic, Bedrock, Vertex...) fall back to ``litellm.acompletion``
-  with litellm's own retries off: the same retry policy applies to every teacher.
+What a server's answer means:
 
-Retries (tenacity): exponential back-off with full jitter, ``Retry-After`` honoured
-(seconds or an HTTP date), a per-request timeout, retried on 429/500/502/503/504,
-timeouts, dropped connections, malformed bodies and empty content; after
-``max_attempts`` the request raises ``TeacherError`` and the record is "failed" with
-that reason.
+- 200 with content: an answer. ``finish_reason == "length"`` marks it truncated: the engine
+  rejects it as ``truncated`` and draws again.
+- 408/409/425/429/5xx, timeouts, dropped connections, malformed or empty bodies: transient;
+  retried with exponential back-off and full jitter (``Retry-After`` honoured), on another
+  endpoint when there is one, up to ``max_attempts``; then the record is "failed".
+- The structured-output shape refused (400/422, or a 500 naming ``response_format``): the
+  run steps down to a looser shape once (``synth.structured``) and sends again at once.
+- 401/403 (key) and 404 (model or address): fatal for the run, with what to change.
+- Any other 4xx: this request cannot succeed; it fails at once with the server's message.
 
-The API key lives only in the request headers in memory: it is never logged, cached,
-or put in a message (``_scrub`` removes it from any error text, just in case).
+The API key lives only in the request headers in memory: never logged, cached, or put in a
+message (``_scrub`` removes it from any server text that is shown).
 """
 from __future__ import annotations
 
@@ -54,32 +34,48 @@ import asyncio
 import email.utils
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
+import orjson
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
+from synth.endpoints import Endpoint, EndpointPool, safe_url, split_bases
 from synth.ratelimit import RateLimiter
+from synth.structured import AUTO, PROMPT, next_mode, rejects_shape, shape_body, start_mode
 
-try:
-    import orjson
-
-    _dumps: Callable[[Any], bytes] = orjson.dumps
-    _loads: Callable[[bytes], Any] = orjson.loads
-    JSONDecodeError: type[Exception] = orjson.JSONDecodeError
-except ImportError:  # pragma: no cover - orjson is optional
-    import json
-
-    def _dumps(obj: Any) -> bytes:
-        return json.dumps(obj, ensure_ascii=False).encode()
-
-    _loads = json.loads
-    JSONDecodeError = ValueError
+_dumps = orjson.dumps
+_loads = orjson.loads
+JSONDecodeError = orjson.JSONDecodeError
 
 METADATA = "metadata"
-RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+# Transient statuses: the same request may succeed later. Everything else is final.
+RETRY_STATUS = frozenset({408, 409, 425, 429})
+SERVER_MESSAGE_CHARS = 300
+
+
+def is_retryable_status(status: int) -> bool:
+    return status in RETRY_STATUS or 500 <= status <= 599
+
+
+def server_message(raw: bytes | str) -> str:
+    """The human part of an error body: OpenAI's ``error.message``, FastAPI's ``detail``,
+    or the text itself, on one line and bounded."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    try:
+        data = _loads(text)
+    except (JSONDecodeError, ValueError):
+        data = None
+    if isinstance(data, dict):
+        err = data.get("error")
+        msg = err.get("message") if isinstance(err, dict) else err
+        msg = msg or data.get("detail") or data.get("message")
+        if msg is not None:
+            text = msg if isinstance(msg, str) else _dumps(msg).decode()
+    return " ".join(text.split())[:SERVER_MESSAGE_CHARS]
 # Providers whose chat endpoint is OpenAI's: sent by our own aiohttp transport.
 OPENAI_COMPATIBLE = frozenset({
     "openai", "hosted_vllm", "ollama", "ollama_chat", "lm_studio", "llamafile", "litellm_proxy",
@@ -104,14 +100,18 @@ class PreflightError(RuntimeError):
 
 
 class TeacherError(Exception):
-    """One request failed. ``reason`` is a short code that ends up in the failed record."""
+    """One request failed. ``reason`` is a short code that ends up in the failed record;
+    ``detail`` says what happened (server text, key scrubbed); ``fatal`` means no request of
+    this run can succeed (key refused, model unknown): the engine stops the run."""
 
     def __init__(self, reason: str, detail: str = "", retryable: bool = True,
-                 retry_after: float | None = None):
+                 retry_after: float | None = None, fatal: bool = False):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
-        self.retryable = retryable
+        self.detail = detail
+        self.retryable = retryable and not fatal
         self.retry_after = retry_after
+        self.fatal = fatal
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,12 @@ class Completion:
     text: str
     tokens_in: int = 0
     tokens_out: int = 0
+    finish_reason: str = "stop"
+
+    @property
+    def truncated(self) -> bool:
+        """The answer hit ``max_tokens``: not a finished text."""
+        return self.finish_reason == "length"
 
 
 @dataclass(frozen=True)
@@ -144,9 +150,10 @@ class Route:
     teacher: str          # the TEACHER string as given
     provider: str         # litellm's provider name, or "metadata"
     model: str            # the provider-local model name sent in the request
-    api_base: str | None  # chat endpoint's base URL (ends before /chat/completions)
+    api_base: str | None  # chat endpoint's base URL (ends before /chat/completions); the first
     key_env: str | None   # the environment variable holding the key, if one is needed
     transport: str        # "metadata" | "http" | "litellm"
+    api_bases: tuple[str, ...] = ()  # every endpoint (API_BASE may list several replicas)
 
 
 @dataclass(frozen=True)
@@ -162,6 +169,8 @@ class TeacherConfig:
     preflight_timeout: float = 3.0
     rpm: float | None = None
     tpm: float | None = None
+    extra_body: dict | None = None   # merged into every request body (EXTRA_BODY)
+    structured_output: str = AUTO    # where structured output starts: auto = json_schema
 
 
 def _normalise_base(base: str, provider: str) -> str:
@@ -179,6 +188,8 @@ def resolve_route(teacher: str, api_base: str | None = None) -> Route:
     if teacher == METADATA:
         return Route(teacher, METADATA, METADATA, None, None, METADATA)
     litellm = import_litellm()
+    bases = split_bases(api_base)
+    api_base = bases[0] if bases else None
     try:
         model, provider, _key, default_base = litellm.get_llm_provider(teacher, api_base=api_base)
     except Exception as e:  # litellm raises BadRequestError for unknown strings
@@ -200,8 +211,12 @@ def resolve_route(teacher: str, api_base: str | None = None) -> Route:
                 f"TEACHER={teacher} needs the server's address: set API_BASE=http://host:port/v1"
             )
         key_env = "OPENAI_API_KEY" if provider == "openai" else f"{provider.upper()}_API_KEY"
-        return Route(teacher, provider, model, _normalise_base(base, provider), key_env, "http")
-    return Route(teacher, provider, model, base, None, "litellm")
+        all_bases = tuple(dict.fromkeys(_normalise_base(b, provider) for b in (bases or [base])))
+        return Route(teacher, provider, model, all_bases[0], key_env, "http", all_bases)
+    if len(bases) > 1:
+        raise PreflightError(f"TEACHER={teacher} is served through litellm, which takes one API_BASE; "
+                             f"{len(bases)} were given")
+    return Route(teacher, provider, model, base, None, "litellm", (base,) if base else ())
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -223,7 +238,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 class Teacher:
-    """Base: retries, rate limits, pricing and counters around one ``_attempt``."""
+    """Base: retries, rate limits, pricing, counters and the structured-output mode around
+    one ``_attempt``."""
 
     transport = "abstract"
 
@@ -234,6 +250,9 @@ class Teacher:
         self.attempts = 0
         self.retries: dict[str, int] = {}
         self._prices: tuple[float, float] | None = None
+        self._unpriced = False
+        self.structured_mode = start_mode(config.structured_output)
+        self.fallbacks: list[dict] = []   # each step down of the structured-output mode
 
     @property
     def name(self) -> str:
@@ -249,8 +268,13 @@ class Teacher:
     async def aclose(self) -> None:
         pass
 
-    async def _attempt(self, request: Request) -> Completion:
+    async def _attempt(self, request: Request, state: dict) -> Completion:
+        """One try. ``state`` lives for one ``complete`` call: a transport keeps there what a
+        retry should know (the endpoint that failed)."""
         raise NotImplementedError
+
+    def _scrub(self, text: str) -> str:
+        return text
 
     def _delay(self, exc: BaseException, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
@@ -264,20 +288,20 @@ class Teacher:
         reason = getattr(exc, "reason", type(exc).__name__)
         self.retries[reason] = self.retries.get(reason, 0) + 1
 
-    async def _try(self, request: Request) -> Completion:
+    async def _try(self, request: Request, state: dict) -> Completion:
         if self.limiter.active:
             await self.limiter.acquire(request.estimated_tokens() + request.max_tokens)
-        self.attempts += 1
-        return await self._attempt(request)
+        return await self._attempt(request, state)
 
     async def complete(self, request: Request) -> Completion:
         """One answer, with retries; raises TeacherError(reason) when it gives up.
 
         The first attempt runs outside tenacity: most requests succeed at once, and building
-        a retry controller per request costs ~0.1 ms of CPU (profiled). Failures go to
-        tenacity for the remaining ``max_attempts - 1`` attempts."""
+        a retry controller per request costs CPU (bench/README.md). Failures go to tenacity
+        for the remaining ``max_attempts - 1`` attempts."""
+        state: dict = {}
         try:
-            return await self._try(request)
+            return await self._try(request, state)
         except TeacherError as e:
             if not e.retryable or self.config.max_attempts <= 1:
                 raise
@@ -293,8 +317,51 @@ class Teacher:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._try(request)
+                return await self._try(request, state)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    # ---- structured output ----
+    def _shaped(self, request: Request, body: dict, mode: str) -> dict:
+        """``body`` (model, messages, parameters) in the structured-output ``mode``, with EXTRA_BODY."""
+        body = shape_body(body, request.response_format, mode)
+        if self.config.extra_body:
+            body.update(self.config.extra_body)
+        return body
+
+    def _step_down(self, sent_mode: str, where: str, status: int | str, message: str) -> bool:
+        """The server refused ``sent_mode``: move the run to the next looser mode (once, however
+        many requests saw the refusal). False when no looser mode is left."""
+        if self.structured_mode != sent_mode:
+            return True  # another request already stepped down: send again in the new mode
+        looser = next_mode(sent_mode)
+        if looser is None:
+            return False
+        self.fallbacks.append({"from": sent_mode, "to": looser, "endpoint": safe_url(where),
+                               "status": status, "message": self._scrub(message)[:SERVER_MESSAGE_CHARS]})
+        self.structured_mode = looser
+        print(f"teacher {self.name}: {safe_url(where) or 'the server'} refused structured output "
+              f"'{sent_mode}' (HTTP {status}: {self._scrub(message)[:160]}); using '{looser}' for the "
+              "rest of this run", file=sys.stderr, flush=True)
+        return True
+
+    def structured_summary(self) -> dict:
+        return {"start": start_mode(self.config.structured_output), "mode": self.structured_mode,
+                "fallbacks": list(self.fallbacks)}
+
+    def _refusal(self, status: int, message: str, where: str | None) -> TeacherError:
+        """The error for a final (non-transient) HTTP status, saying what to change."""
+        at = f"the teacher at {safe_url(where)}" if where else f"TEACHER={self.name}"
+        msg = self._scrub(message)
+        if status in (401, 403):
+            key = self.route.key_env or "the provider's API key variable"
+            return TeacherError(f"http_{status}", f"{at} refused the API key (HTTP {status}: {msg}): check {key}",
+                                fatal=True)
+        if status == 404:
+            return TeacherError("http_404", f"{at} does not know model {self.route.model!r} or has no chat "
+                                f"endpoint there (HTTP 404: {msg}): check the model name in TEACHER= and "
+                                "API_BASE (an OpenAI-compatible base ends in /v1)", fatal=True)
+        return TeacherError(f"http_{status}", f"{at} refused the request (HTTP {status}: {msg}): check "
+                            "EXTRA_BODY, MAX_TOKENS and the model's context length", retryable=False)
 
     # ---- pricing (litellm's bundled map) ----
     def prices(self) -> tuple[float, float] | None:
@@ -315,7 +382,7 @@ class Teacher:
             else:
                 self._prices = (0.0, 0.0)
                 self._unpriced = True
-        return None if getattr(self, "_unpriced", False) else self._prices
+        return None if self._unpriced else self._prices
 
     def cost_usd(self, tokens_in: int, tokens_out: int, batch: bool = False) -> float:
         p = self.prices() or (0.0, 0.0)
@@ -345,13 +412,14 @@ class MetadataTeacher(Teacher):
 
 
 class HTTPTeacher(Teacher):
-    """OpenAI-compatible chat completions over one shared aiohttp session."""
+    """OpenAI-compatible chat completions over one shared aiohttp session, to one endpoint or
+    several replicas (``synth.endpoints``)."""
 
     transport = "http"
 
     def __init__(self, config: TeacherConfig, route: Route):
         super().__init__(config, route)
-        self.url = f"{route.api_base}/chat/completions"
+        self.pool = EndpointPool(list(route.api_bases or (route.api_base,)))
         self._key = os.environ.get(route.key_env or "") or (
             os.environ.get("OPENAI_API_KEY") if route.provider != "openai" else None)
         # Only the key rides on the session; Content-Type is per request (the Batch API uploads
@@ -385,81 +453,121 @@ class HTTPTeacher(Teacher):
         self._session = aiohttp.ClientSession(connector=connector, headers=self._headers,
                                               json_serialize=lambda o: _dumps(o).decode(),
                                               auto_decompress=True)
-        await self._probe()
+        try:
+            await self._probe_all()
+        except PreflightError:
+            await self.aclose()
+            raise
 
-    async def _probe(self) -> None:
-        """GET /models: fails in about a second if nothing listens there or the key is refused."""
+    async def _probe(self, ep: Endpoint) -> str | None:
+        """GET /models on one endpoint: None when it answers, else why not (for the warning).
+        A refused key raises: no endpoint will take it."""
         assert self._session is not None
-        url = f"{self.route.api_base}/models"
         try:
             async with self._session.get(
-                url, timeout=aiohttp.ClientTimeout(total=self.config.preflight_timeout)
+                f"{ep.base}/models", timeout=aiohttp.ClientTimeout(total=self.config.preflight_timeout)
             ) as resp:
                 status = resp.status
                 await resp.read()
         except (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError) as e:
-            await self.aclose()
-            raise PreflightError(
-                f"cannot reach the teacher at {self.route.api_base} ({type(e).__name__}: "
-                f"{self._scrub(str(e)) or 'timed out'}): start the server, or set API_BASE=http://host:port/v1 "
-                "to where it listens"
-            ) from None
+            return f"{type(e).__name__}: {self._scrub(str(e)) or 'timed out'}"
         if status in (401, 403):
-            await self.aclose()
             raise PreflightError(
-                f"the teacher at {self.route.api_base} refused the API key (HTTP {status}): "
+                f"the teacher at {safe_url(ep.base)} refused the API key (HTTP {status}): "
                 f"check {self.route.key_env}"
             )
+        return f"HTTP {status}" if is_retryable_status(status) else None
+
+    async def _probe_all(self) -> None:
+        """Fails in about a second if no endpoint listens or the key is refused; an endpoint
+        that does not answer while others do is set aside (and tried again later)."""
+        problems = await asyncio.gather(*(self._probe(ep) for ep in self.pool.endpoints))
+        down = [(ep, why) for ep, why in zip(self.pool.endpoints, problems) if why]
+        if len(down) == len(self.pool.endpoints):
+            ep, why = down[0]
+            where = ", ".join(safe_url(e.base) for e in self.pool.endpoints)
+            raise PreflightError(
+                f"cannot reach the teacher at {where} ({why}): start the server, or set "
+                "API_BASE=http://host:port/v1 to where it listens"
+            )
+        for ep, why in down:
+            self.pool.set_aside(ep)
+            print(f"teacher {self.name}: {safe_url(ep.base)} does not answer ({why}); set aside, "
+                  "the other endpoints take its requests", file=sys.stderr, flush=True)
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
 
-    def _body_dict(self, r: Request) -> dict[str, Any]:
+    def _body_dict(self, r: Request, mode: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.route.model, "messages": r.messages,
                                 "temperature": r.temperature, "max_tokens": r.max_tokens}
         if r.seed is not None:
             body["seed"] = r.seed
-        if r.response_format is not None:
-            body["response_format"] = r.response_format
-        return body
+        return self._shaped(r, body, mode or self.structured_mode)
 
-    def _body(self, r: Request) -> bytes:
-        return _dumps(self._body_dict(r))
-
-    async def _attempt(self, request: Request) -> Completion:
+    async def _post(self, ep: Endpoint, body: dict) -> tuple[int, bytes, str | None]:
+        """Status, body and Retry-After of one POST; transport faults raise TeacherError."""
         assert self._session is not None, "call start() first"
         try:
-            async with self._session.post(self.url, data=self._body(request), headers=_JSON_HEADERS,
-                                          timeout=self._timeout) as resp:
-                raw = await resp.read()
-                status = resp.status
-                if status != 200:
-                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                    raise TeacherError(f"http_{status}", retryable=status in RETRY_STATUS,
-                                       retry_after=retry_after)
+            async with self._session.post(f"{ep.base}/chat/completions", data=_dumps(body),
+                                          headers=_JSON_HEADERS, timeout=self._timeout) as resp:
+                return resp.status, await resp.read(), resp.headers.get("Retry-After")
         except asyncio.TimeoutError:
             raise TeacherError("timeout", f"no answer within {self.config.timeout:g} s") from None
-        except aiohttp.ClientPayloadError as e:
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, ConnectionError) as e:
             raise TeacherError("connection", type(e).__name__) from None
-        except (aiohttp.ClientConnectionError, ConnectionError) as e:
-            raise TeacherError("connection", type(e).__name__) from None
-        return parse_chat_completion(raw)
+
+    async def _attempt(self, request: Request, state: dict) -> Completion:
+        while True:
+            mode = self.structured_mode
+            body = self._body_dict(request, mode)
+            ep = self.pool.pick(avoid=state.get("avoid"))
+            self.attempts += 1
+            try:
+                status, raw, retry_after = await self._post(ep, body)
+                if status == 200:
+                    comp = parse_chat_completion(raw)
+                    self.pool.release(ep, "ok")
+                    return comp
+            except TeacherError:
+                self.pool.release(ep, "fault")
+                state["avoid"] = ep
+                raise
+            message = server_message(raw)
+            if (request.response_format is not None and mode != PROMPT and rejects_shape(status, message)
+                    and self._step_down(mode, ep.base, status, message)):
+                self.pool.release(ep, "refused")
+                continue  # the same request in the looser shape, at once: not a retry
+            if is_retryable_status(status):
+                self.pool.release(ep, "fault")
+                state["avoid"] = ep
+                raise TeacherError(f"http_{status}", self._scrub(message),
+                                   retry_after=parse_retry_after(retry_after))
+            self.pool.release(ep, "refused")
+            raise self._refusal(status, message, ep.base)
 
 
 def parse_chat_completion(raw: bytes) -> Completion:
-    """The text and usage of an OpenAI chat-completion body; malformed or empty -> retryable."""
+    """The text, usage and finish reason of an OpenAI chat-completion body. Malformed or
+    empty -> a retryable error; empty because it ran out of tokens -> a truncated answer."""
     try:
         data = _loads(raw)
         choice = data["choices"][0]
         text = choice["message"].get("content")
+        finish = choice.get("finish_reason") or "stop"
     except (JSONDecodeError, ValueError, KeyError, IndexError, TypeError, AttributeError):
         raise TeacherError("malformed", "body is not a chat completion") from None
+    if not isinstance(finish, str):
+        finish = "stop"
     if not isinstance(text, str) or not text.strip():
-        raise TeacherError("empty", "no content in the answer")
+        if finish != "length":
+            raise TeacherError("empty", "no content in the answer")
+        text = ""  # a reasoning model that spent every token thinking: truncated
     usage = data.get("usage") or {}
-    return Completion(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+    return Completion(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
+                      finish)
 
 
 class BatchTeacher(HTTPTeacher):
@@ -536,7 +644,8 @@ class BatchTeacher(HTTPTeacher):
                                          **kw) as resp:
             raw = await resp.read()
             if resp.status != 200:
-                raise TeacherError(f"batch_http_{resp.status}", retryable=resp.status in RETRY_STATUS)
+                raise TeacherError(f"batch_http_{resp.status}", server_message(raw),
+                                   retryable=is_retryable_status(resp.status))
         return _loads(raw)
 
     async def _run_batch(self, lines: list[tuple[str, dict, asyncio.Future]]) -> None:
@@ -588,7 +697,7 @@ class BatchTeacher(HTTPTeacher):
             try:
                 if rec.get("error") or status != 200:
                     raise TeacherError(f"http_{status}" if status else "batch_line_error",
-                                       retryable=status is None or status in RETRY_STATUS)
+                                       retryable=status is None or is_retryable_status(status))
                 fut.set_result(parse_chat_completion(_dumps(response.get("body"))))
             except TeacherError as e:
                 fut.set_exception(e)
@@ -607,37 +716,58 @@ class LiteLLMTeacher(Teacher):
             raise PreflightError(f"TEACHER={self.name} needs {missing}: set it in the environment")
         self._litellm = litellm
 
-    async def _attempt(self, request: Request) -> Completion:
-        litellm = self._litellm
+    def _kwargs(self, request: Request, mode: str) -> dict[str, Any]:
+        body = self._shaped(request, {"messages": request.messages}, mode)
         kwargs: dict[str, Any] = dict(
-            model=self.route.teacher, messages=request.messages, temperature=request.temperature,
+            model=self.route.teacher, messages=body.pop("messages"), temperature=request.temperature,
             max_tokens=request.max_tokens, timeout=self.config.timeout, num_retries=0, drop_params=True)
+        if "response_format" in body:
+            kwargs["response_format"] = body.pop("response_format")
+        if body:  # EXTRA_BODY
+            kwargs["extra_body"] = body
         if request.seed is not None:
             kwargs["seed"] = request.seed
-        if request.response_format is not None:
-            kwargs["response_format"] = request.response_format
         if self.route.api_base:
             kwargs["api_base"] = self.route.api_base
+        return kwargs
+
+    async def _attempt(self, request: Request, state: dict) -> Completion:
+        litellm = self._litellm
+        while True:
+            mode = self.structured_mode
+            self.attempts += 1
+            try:
+                resp = await litellm.acompletion(**self._kwargs(request, mode))
+                break
+            except (litellm.RateLimitError, litellm.InternalServerError, litellm.ServiceUnavailableError,
+                    litellm.APIConnectionError, litellm.Timeout) as e:
+                status = getattr(e, "status_code", None)
+                hdrs = getattr(getattr(e, "response", None), "headers", None) or {}
+                raise TeacherError(f"http_{status}" if status else "connection", retryable=True,
+                                   retry_after=parse_retry_after(hdrs.get("retry-after"))) from None
+            except (litellm.APIError, litellm.AuthenticationError, litellm.PermissionDeniedError,
+                    litellm.NotFoundError, litellm.BadRequestError, litellm.UnprocessableEntityError) as e:
+                status = int(getattr(e, "status_code", None) or 0)
+                message = server_message(str(getattr(e, "message", "") or e))
+                if (request.response_format is not None and mode != PROMPT and rejects_shape(status, message)
+                        and self._step_down(mode, self.route.api_base or "", status, message)):
+                    continue
+                if not status or is_retryable_status(status):
+                    raise TeacherError(f"http_{status}", message, retryable=True) from None
+                raise self._refusal(status, message, self.route.api_base) from None
         try:
-            resp = await litellm.acompletion(**kwargs)
-        except (litellm.RateLimitError, litellm.InternalServerError, litellm.ServiceUnavailableError,
-                litellm.APIConnectionError, litellm.Timeout) as e:
-            status = getattr(e, "status_code", None)
-            hdrs = getattr(getattr(e, "response", None), "headers", None) or {}
-            raise TeacherError(f"http_{status}" if status else "connection", retryable=True,
-                               retry_after=parse_retry_after(hdrs.get("retry-after"))) from None
-        except litellm.APIError as e:
-            status = getattr(e, "status_code", None) or 0
-            raise TeacherError(f"http_{status}", retryable=status in RETRY_STATUS) from None
-        try:
-            text = resp.choices[0].message.content
+            choice = resp.choices[0]
+            text = choice.message.content
         except (AttributeError, IndexError):
             raise TeacherError("malformed") from None
+        finish = getattr(choice, "finish_reason", None) or "stop"
         if not isinstance(text, str) or not text.strip():
-            raise TeacherError("empty")
+            if finish != "length":
+                raise TeacherError("empty")
+            text = ""
         usage = getattr(resp, "usage", None)
         return Completion(text, int(getattr(usage, "prompt_tokens", 0) or 0),
-                          int(getattr(usage, "completion_tokens", 0) or 0))
+                          int(getattr(usage, "completion_tokens", 0) or 0), finish)
 
 
 def make_teacher(config: TeacherConfig, catalog=None, batch: bool = False) -> Teacher:

@@ -16,6 +16,18 @@ SID, into the answer); ``nosid`` (no SIDs at all: stage 2 fails ``missing_sid``)
 (chosen by a hash of the request, so the same request with the same ``seed`` always gets
 the same answer, and a new seed gets a new draw: what the engine's resampling relies on).
 
+Server behaviours of real OpenAI-compatible servers (what vLLM, Ollama, llama.cpp, LM
+Studio do differently): ``accepts`` lists the ``response_format`` types the server takes
+(llama.cpp's: ``json_object`` and ``text``); a refused one is answered in ``reject_style``:
+``llamacpp`` (HTTP 500 with llama-cpp-python's validation message), ``422`` (FastAPI) or
+``400``. A request that asks for JSON without a schema (``json_object``, or no
+``response_format``) gets JSON made from the schema written in its system prompt, in plain
+mode wrapped in prose and a code fence as chat models do. ``truncate_rate`` answers that
+share with ``finish_reason: "length"`` and a cut text; ``status_all`` answers every route
+(``/models`` too) with that status (a replica that is down: 503; a refused key: 401);
+``models`` makes an unknown model a 404 as vLLM does. Counters: ``formats`` (requests by
+``response_format`` type, ``text`` when absent).
+
 Faults, by rate (seeded) or by request number (1-based, counted over chat requests):
 ``429`` (with ``Retry-After``), ``500``, ``503``, ``slow`` (answers after ``slow_s``),
 ``malformed`` (a body that is not JSON), ``empty`` (content ""), ``drop`` (closes the
@@ -138,6 +150,17 @@ class ServerConfig:
     require_key: str | None = None  # when set, requests must carry "Bearer <key>"
     sentences: int = 10
     keep_bodies: bool = False       # keep every chat request body (tests inspect prompts)
+    accepts: tuple[str, ...] = ("json_schema", "json_object", "text")
+    reject_style: str = "llamacpp"  # how a refused response_format is answered: llamacpp | 422 | 400
+    truncate_rate: float = 0.0      # share of answers cut off with finish_reason "length"
+    status_all: int | None = None   # every route answers this status
+    models: tuple[str, ...] | None = None  # served model names; another one is a 404
+
+
+LLAMACPP_REJECTION = (
+    "1 validation error for CreateChatCompletionRequest\nresponse_format.type\n  Input should be 'text' or "
+    "'json_object' [type=literal_error, input_value='json_schema', input_type=str]")
+SCHEMA_HINT = re.compile(r"matches this JSON Schema: (\{.*\})\.\s*$", re.DOTALL)
 
 
 class TeacherServer:
@@ -154,6 +177,7 @@ class TeacherServer:
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
         self.statuses: dict[str, int] = {}
+        self.formats: dict[str, int] = {}
         self.log: list[tuple[float, str, int | None, str]] = []
         self._rng = random.Random(self.config.seed)
         self._thread: threading.Thread | None = None
@@ -185,6 +209,8 @@ class TeacherServer:
 
     async def models(self, request: web.Request) -> web.Response:
         self.model_requests += 1
+        if self.config.status_all:
+            return web.Response(status=self.config.status_all, body=b'{"error":{"message":"injected"}}')
         if not self._authorised(request):
             return web.Response(status=401, body=b'{"error":{"message":"bad key"}}')
         return web.Response(body=_dumps({"object": "list", "data": [{"id": "teacher", "object": "model"}]}),
@@ -214,6 +240,9 @@ class TeacherServer:
         seed = body.get("seed")
         if self.config.keep_bodies:
             self.bodies.append(body)
+        refusal = self._refusal(body)
+        if refusal is not None:
+            return refusal
         fault = self._fault(n)
         self.log.append((time.monotonic(), _request_digest(body), seed, fault or "ok"))
         delay = self.config.latency
@@ -245,12 +274,44 @@ class TeacherServer:
         self._count("empty" if fault == "empty" else "200")
         return web.Response(body=_dumps(self.completion(body, text, n)), content_type="application/json")
 
+    def _refusal(self, body: dict) -> web.Response | None:
+        """What a real server answers before generating: a status for everything, an unknown
+        model, a response_format it does not take."""
+        cfg = self.config
+        if cfg.status_all:
+            self._count(str(cfg.status_all))
+            return web.Response(status=cfg.status_all, body=b'{"error":{"message":"injected status"}}')
+        if cfg.models is not None and body.get("model") not in cfg.models:
+            self._count("404")
+            return web.json_response({"object": "error", "message": f"The model `{body.get('model')}` does "
+                                      "not exist.", "type": "NotFoundError", "code": 404}, status=404)
+        kind = (body.get("response_format") or {}).get("type", "text")
+        self.formats[kind] = self.formats.get(kind, 0) + 1
+        if kind in cfg.accepts:
+            return None
+        self._count(f"refused_{kind}")
+        if cfg.reject_style == "llamacpp":  # llama-cpp-python: pydantic's error, as a 500
+            return web.json_response({"error": {"message": LLAMACPP_REJECTION, "type": "internal_server_error"}},
+                                     status=500)
+        if cfg.reject_style == "422":  # FastAPI servers
+            return web.json_response({"detail": [{"loc": ["body", "response_format", "type"],
+                                                  "msg": f"unsupported type {kind!r}"}]}, status=422)
+        return web.json_response({"error": {"message": f"'response_format.type' must be one of {cfg.accepts}",
+                                            "type": "invalid_request_error"}}, status=400)
+
+    def _truncated(self, body: dict) -> bool:
+        rate = self.config.truncate_rate
+        return bool(rate) and random.Random(f"cut:{_request_digest(body)}:{body.get('seed')}").random() < rate
+
     def completion(self, body: dict, text: str, n: int) -> dict:
         prompt_chars = sum(len(m.get("content") or "") for m in body.get("messages", []))
+        finish = "stop"
+        if self._truncated(body):
+            text, finish = text[: max(1, len(text) // 3)], "length"
         return {
             "id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", "teacher"),
-            "choices": [{"index": 0, "finish_reason": "stop",
+            "choices": [{"index": 0, "finish_reason": finish,
                          "message": {"role": "assistant", "content": text}}],
             "usage": {"prompt_tokens": prompt_chars // 4, "completion_tokens": len(text) // 4,
                       "total_tokens": prompt_chars // 4 + len(text) // 4},
@@ -320,11 +381,16 @@ class TeacherServer:
         prompt = "\n".join(m.get("content") or "" for m in body.get("messages", [])
                            if m.get("role") == "user")
         rf = body.get("response_format") or {}
-        if rf.get("type") in ("json_schema", "json_object"):
+        system = "\n".join(m.get("content") or "" for m in body.get("messages", []) if m.get("role") == "system")
+        hinted = SCHEMA_HINT.search(system)
+        if rf.get("type") in ("json_schema", "json_object") or hinted:
             if mode == "badjson" or bad_draw:
                 return '{"refined_description": "unterminated'
-            schema = (rf.get("json_schema") or {}).get("schema") or {"type": "object"}
-            return _dumps(fake_from_schema(schema, rng)).decode()
+            schema = ((rf.get("json_schema") or {}).get("schema")
+                      or (_loads(hinted.group(1)) if hinted else {"type": "object"}))
+            text = _dumps(fake_from_schema(schema, rng)).decode()
+            # asked in prose only, a chat model wraps its JSON in words and a fence
+            return text if rf else f"Here is the analysis you asked for:\n```json\n{text}\n```"
         hidden_lines = [line for line in prompt.splitlines() if HIDDEN_LINE.search(line)]
         hidden = {s for line in hidden_lines for s in SID_RUN.findall(line)}
         sids = [s for s in dict.fromkeys(SID_RUN.findall(prompt)) if s not in hidden]
@@ -404,10 +470,16 @@ def main() -> None:
     p.add_argument("--fault", action="append", default=[], metavar="KIND=RATE",
                    help=f"fault rate, KIND one of {FAULTS}; repeatable")
     p.add_argument("--require-key", default=None)
+    p.add_argument("--accepts", default="json_schema,json_object,text",
+                   help="response_format types taken (llama.cpp: json_object,text)")
+    p.add_argument("--reject-style", default="llamacpp", choices=["llamacpp", "422", "400"])
+    p.add_argument("--truncate-rate", type=float, default=0.0)
+    p.add_argument("--status-all", type=int, default=None, help="answer every route with this status")
     a = p.parse_args()
     rates = {k: float(v) for k, v in (f.split("=", 1) for f in a.fault)}
     cfg = ServerConfig(latency=a.latency, latency_jitter=a.jitter, mode=a.mode, reject_rate=a.reject_rate,
-                       fault_rates=rates, require_key=a.require_key)
+                       fault_rates=rates, require_key=a.require_key, accepts=tuple(a.accepts.split(",")),
+                       reject_style=a.reject_style, truncate_rate=a.truncate_rate, status_all=a.status_all)
     server = TeacherServer(cfg, port=a.port)
     print(f"teacher server on {server.base_url} (latency {a.latency} s)", flush=True)
     server.serve_forever()

@@ -37,9 +37,29 @@ def test_put_get_flush_and_reopen(tmp_path):
         assert c.get("nope") is None
     with ResponseCache(tmp_path) as c:
         assert c.get("k1") == CachedResponse("answer one", 10, 20) and len(c) == 1
-    # only text and usage are stored: nothing else to leak
+    # only text, usage and the finish reason are stored: nothing else to leak
     cols = [r[1] for r in sqlite3.connect(tmp_path / ResponseCache.FILENAME).execute("PRAGMA table_info(responses)")]
-    assert cols == ["key", "text", "tokens_in", "tokens_out", "created"]
+    assert cols == ["key", "text", "tokens_in", "tokens_out", "created", "finish_reason"]
+
+
+def test_truncated_answers_stay_truncated_and_old_caches_still_open(tmp_path):
+    with ResponseCache(tmp_path / "new") as c:
+        c.put("cut", CachedResponse("half an ans", 5, 7, "length"))
+    with ResponseCache(tmp_path / "new") as c:
+        assert c.get("cut").finish_reason == "length"
+    # a cache written before finish reasons were kept: opened, read as finished, written again
+    (tmp_path / "old").mkdir()
+    db = sqlite3.connect(tmp_path / "old" / ResponseCache.FILENAME)
+    db.execute("CREATE TABLE responses (key TEXT PRIMARY KEY, text TEXT NOT NULL, tokens_in INTEGER NOT NULL,"
+               " tokens_out INTEGER NOT NULL, created REAL NOT NULL) WITHOUT ROWID")
+    db.execute("INSERT INTO responses VALUES ('k', 'old answer', 1, 2, 0)")
+    db.commit()
+    db.close()
+    with ResponseCache(tmp_path / "old") as c:
+        assert c.get("k") == CachedResponse("old answer", 1, 2, "stop")
+        c.put("k2", CachedResponse("new", 1, 1, "length"))
+    with ResponseCache(tmp_path / "old") as c:
+        assert c.get("k2").finish_reason == "length" and len(c) == 2
 
 
 WRITER = """

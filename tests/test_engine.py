@@ -161,7 +161,7 @@ def test_preflight_fails_fast_with_what_to_set(data_dir, tmp_path, monkeypatch, 
     assert "OPENAI_API_KEY" in capsys.readouterr().err
     assert main([*args, "--teacher", "openai/x", "--api-base", f"http://127.0.0.1:{free_port()}/v1"]) == 2
     assert "API_BASE" in capsys.readouterr().err
-    assert time.monotonic() - t0 < 2.0  # both, including loading the dataset and prompts
+    assert time.monotonic() - t0 < 6.0  # both, with the dataset and prompts: less than waiting out two preflights
     assert not (tmp_path / "corpora").exists() and not (tmp_path / "cache").exists()
 
 
