@@ -87,8 +87,8 @@ class EndpointPool:
             ep.consecutive_failures = 0
             return
         ep.failed += 1
-        if outcome != "fault":
-            return
+        if outcome != "fault" or ep.back_at > self.clock():
+            return  # a refusal says nothing of health; requests sent before a set-aside do not extend it
         ep.consecutive_failures += 1
         if ep.consecutive_failures >= self.failures_to_set_aside:
             self.set_aside(ep)
