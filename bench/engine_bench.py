@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-TESTS = REPO / "tests"
 MODEL = "openai/teacher"
 DATASET = "bench"
 
@@ -56,12 +55,12 @@ def _peak_rss_mb() -> float:
 def serve(port: int, stats_port: int, latency: float) -> None:
     """One server worker: the test teacher on ``port`` (shared via SO_REUSEPORT) and its
     counter on ``stats_port`` (GET /stats), on uvloop."""
-    sys.path.insert(0, str(TESTS))
     import logging
 
     import uvloop
     from aiohttp import web
-    from teacher_server import ServerConfig, TeacherServer
+
+    from tests.teacher_server import ServerConfig, TeacherServer
 
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     srv = TeacherServer(ServerConfig(latency=latency), port=port)
@@ -160,8 +159,7 @@ class Server:
 
 # ---------------------------------------------------------------- the clients
 def make_bench_dataset(root: Path, records: int) -> Path:
-    sys.path.insert(0, str(TESTS))
-    from synth_fixtures import make_dataset
+    from tests.synth_fixtures import make_dataset
 
     half = records // 2
     return make_dataset(root, DATASET, n_items=half, n_train=records - half, seed=7)

@@ -43,6 +43,7 @@ import aiohttp
 import orjson
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
+from synth.errors import UserError
 from synth.endpoints import Endpoint, EndpointPool, safe_url, split_bases
 from synth.ratelimit import RateLimiter
 from synth.structured import AUTO, PROMPT, next_mode, rejects_shape, shape_body, start_mode
@@ -95,7 +96,7 @@ def import_litellm():
     return litellm
 
 
-class PreflightError(RuntimeError):
+class PreflightError(UserError, RuntimeError):
     """The teacher cannot work (no key, server unreachable): says what to set."""
 
 

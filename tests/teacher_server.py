@@ -36,7 +36,7 @@ connection without an answer). Counters: ``requests`` (chat completions received
 
 Standalone, for benchmarks::
 
-    python tests/teacher_server.py --port 8123 --latency 1.0
+    python -m tests.teacher_server --port 8123 --latency 1.0
 """
 from __future__ import annotations
 

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from synth_fixtures import make_dataset  # noqa: E402
-from teacher_server import ServerConfig, TeacherServer  # noqa: E402
+from tests.synth_fixtures import make_dataset  # noqa: E402
+from tests.teacher_server import ServerConfig, TeacherServer  # noqa: E402
 
 from synth.__main__ import main  # noqa: E402
 from synth.endpoints import EndpointPool, split_bases  # noqa: E402

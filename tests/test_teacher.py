@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from teacher_server import ServerConfig, TeacherServer, free_port  # noqa: E402
+from tests.teacher_server import ServerConfig, TeacherServer, free_port  # noqa: E402
 
 from synth.ratelimit import RateLimiter, TokenBucket  # noqa: E402
 from synth.teacher import (PreflightError, Request, TeacherConfig, TeacherError, make_teacher,  # noqa: E402

@@ -30,6 +30,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from synth.errors import UserError
 from synth.io import atomic_write
 from train.published import PAPER, SOURCE, paper_dataset, published_rows
 
@@ -44,7 +45,7 @@ PUBLISHED = "published, not measured"
 DASH = "—"
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """A metrics.json that cannot be used (raised with --strict; otherwise a warning)."""
 
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from synth.errors import UserError
 from synth.io import iter_jsonl, read_json, write_json, write_jsonl
 
 SPLITS = ("train", "valid", "test")
@@ -54,7 +55,7 @@ class Sample:
         return {"user_id": self.user_id, "history": list(self.history), "target": self.target}
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """Bad input: the message names the file, the line or record, and what to do."""
 
 

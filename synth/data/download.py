@@ -30,11 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from synth.errors import UserError
+
 CHUNK = 1 << 16
 USER_AGENT = "sidreasoner-toolkit/0.1 (+make data)"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A file could not be fetched or failed verification; the message says what to do."""
 
 
