@@ -1,6 +1,5 @@
-"""Checks on hand-made cases, then the real Office catalogue's speed."""
-import time
-
+"""Checks on hand-made cases, then on the real Office catalogue (its speed is `make bench`'s:
+bench/checks_bench.py)."""
 import pytest
 
 from synth.checks import Catalog
@@ -75,7 +74,7 @@ def test_hostile_check_input(cat):
     assert cat.leak_problems("{{ 7*7 }} <script>alert(1)</script>", "1") == []
 
 
-def test_office_throughput(shared_office, tmp_path):
+def test_office_catalogue_checks(shared_office, tmp_path):
     from synth.data.dataset import Dataset
     from synth.data.importer import import_folder
     from synth.io import read_json
@@ -87,13 +86,13 @@ def test_office_throughput(shared_office, tmp_path):
     items = list(ds.items.values())
     texts = [" ".join(it.description.split()[:150]) for it in items[:1500]]
     ids = [it.item_id for it in items]
-    t = time.perf_counter()
+    # Both checks over real descriptions, against the whole catalogue: only known problem codes.
+    # (No rate floor here: a throughput threshold fails on a slow or busy machine; make bench.)
+    seen = set()
     for i, text in enumerate(texts):
-        cat.sid_only_problems(text, [])
-        cat.leak_problems(text, ids[(i * 7) % len(ids)])
-    rate = len(texts) / (time.perf_counter() - t)
-    print(f"checks: {rate:.0f} texts/s (SID-only + leak, Office catalogue of {len(ids)} titles)")
-    assert rate > 300  # a loose floor on a shared machine; the bench measures it properly
+        seen.update(cat.sid_only_problems(text, []))
+        seen.update(cat.leak_problems(text, ids[(i * 7) % len(ids)]))
+    assert seen <= {"title_in_text", "leak_title", "leak_sid", "unknown_sid", "missing_sid"}, seen
     # Each item's own description usually repeats its title: most are caught.
     own = sum(1 for it in items if any(it.item_id in o for _g, o in cat.title_hits(it.description)))
     assert own > 0.15 * len(items)

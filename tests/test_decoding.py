@@ -203,8 +203,14 @@ def test_trained_preference_is_ranked_first(tok):
     thinking = recommend(model, tok, prompts, trie,
                          DecodeConfig(num_beams=5, num_return=5, mode="thinking", max_think_tokens=12))
     assert [r[0] for r in thinking] == targets
+    # Sampled reasonings at temperature 0.5: still random (either taught reasoning can come out),
+    # but not the byte soup the tiny model samples at 1.0, after which the taught item is ranked
+    # second in some trainings (measured: 3 of 8 sampling seeds for another init seed). Which
+    # samples come out follows the float arithmetic of the 60 training steps, so the test must
+    # not rest on them; after either taught reasoning the taught item leads by >= 0.7 nats.
     best = recommend_best_of_n(model, tok, prompts, trie,
                                DecodeConfig(num_beams=5, num_return=5, mode="thinking", max_think_tokens=12,
-                                            best_of_n=2))
+                                            best_of_n=2, temperature=0.5))
+    assert [len(lists) for lists in best] == [2, 2]
     assert [best_rank(t, lists) for t, lists in zip(targets, best)] == [0, 0]
     assert modes_seen == {False} and model.training
