@@ -154,7 +154,7 @@ def test_token_bucket_paces_requests():
 
 
 def test_many_concurrent_requests_share_one_session():
-    with TeacherServer(ServerConfig(latency=2.0)) as srv:  # long enough for all 200 to be sent meanwhile
+    with TeacherServer(ServerConfig(latency=5.0)) as srv:  # long enough for all 200 to be sent meanwhile
         teacher, results = asyncio.run(_complete(srv.base_url, n=200, concurrency=200))
     assert all(not isinstance(r, Exception) for r in results)
     # all in flight at once: aiohttp's default connector would hold 100
