@@ -17,10 +17,7 @@ TORCH_SPEC ?= torch==2.13.0
 DATASET ?= office
 DATA_DIR ?= data
 TEACHER ?= metadata
-MODEL ?= Qwen/Qwen3-1.7B
-SEED ?= 42
 CORPORA_DIR ?= corpora
-CACHE_DIR ?= .cache/synth
 RUNS_DIR ?= runs
 
 # Offline-safe defaults: litellm uses its bundled price map instead of fetching one.
@@ -30,8 +27,11 @@ export DATA_DIR
 
 opt = $(if $(strip $(2)),$(1) $(2))
 flag = $(if $(filter 1 true yes,$(2)),$(1))
+# $(call given,--flag,VAR): the flag only when VAR was set on the command line or in the environment,
+# so a Makefile-wide default shared with other targets does not override a preset.
+given = $(if $(filter-out undefined default file,$(origin $(2))),$(1) $($(2)))
 
-.PHONY: setup data sids synth train eval bench baseline report test test-fast all clean-venv
+.PHONY: setup data sids synth train eval bench baseline report lint test test-fast all clean-venv
 
 setup: $(STAMP)
 
@@ -43,50 +43,59 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 data: $(STAMP)
-	$(BIN)/python -m synth.data --dataset $(DATASET) --data-dir $(DATA_DIR) \
+	$(BIN)/python -m synth.data --dataset $(DATASET) $(call given,--data-dir,DATA_DIR) \
 		$(call opt,--from,$(FROM)) $(call opt,--source,$(SOURCE)) \
 		$(call opt,--raw-dir,$(RAW_DIR)) $(call opt,--base-url,$(BASE_URL))
 
 # SIDs need the dataset; with FROM= or SOURCE= given, `make sids` prepares it first.
-sids: $(STAMP)
-	$(BIN)/python -m synth.sids --dataset $(DATASET) --data-dir $(DATA_DIR) --seed $(SEED) \
+sids: $(STAMP) $(if $(FROM)$(SOURCE),data)
+	$(BIN)/python -m synth.sids --dataset $(DATASET) $(call given,--data-dir,DATA_DIR) $(call given,--seed,SEED) \
 		$(call opt,--embedder,$(EMBEDDER)) $(call opt,--device,$(DEVICE))
 
+# Every default is in synth/engine.py's SynthConfig (`python -m synth --help` lists them); CONFIG= names a
+# preset (configs/synth/paper.yaml: the paper's run) applied before the variables, each passed only when set.
 synth: $(STAMP)
-	$(BIN)/python -m synth --dataset $(DATASET) --teacher $(TEACHER) --data-dir $(DATA_DIR) \
-		--corpora-dir $(CORPORA_DIR) --cache-dir $(CACHE_DIR) --seed $(SEED) \
-		$(call opt,--api-base,$(API_BASE)) $(call opt,--concurrency,$(CONCURRENCY)) \
-		$(call opt,--rpm,$(RPM)) $(call opt,--tpm,$(TPM)) $(call opt,--limit,$(LIMIT)) \
-		$(call opt,--budget-usd,$(BUDGET_USD)) $(call flag,--dry-run,$(DRY_RUN)) $(call flag,--batch,$(BATCH)) \
-		$(call opt,--max-tokens,$(MAX_TOKENS)) $(call opt,--structured-output,$(STRUCTURED_OUTPUT)) \
-		$(if $(EXTRA_BODY),--extra-body '$(EXTRA_BODY)')
+	$(BIN)/python -m synth --dataset $(DATASET) $(call opt,--config,$(CONFIG)) $(call given,--teacher,TEACHER) \
+		$(call given,--data-dir,DATA_DIR) $(call given,--corpora-dir,CORPORA_DIR) $(call given,--cache-dir,CACHE_DIR) \
+		$(call given,--seed,SEED) $(call opt,--prompts-dir,$(PROMPTS_DIR)) $(call opt,--api-base,$(API_BASE)) \
+		$(call opt,--concurrency,$(CONCURRENCY)) $(call opt,--rpm,$(RPM)) $(call opt,--tpm,$(TPM)) \
+		$(call opt,--limit,$(LIMIT)) $(call opt,--only,$(ONLY)) $(call opt,--budget-usd,$(BUDGET_USD)) \
+		$(call flag,--dry-run,$(DRY_RUN)) $(call flag,--batch,$(BATCH)) $(call opt,--temperature,$(TEMPERATURE)) \
+		$(call opt,--max-tokens,$(MAX_TOKENS)) $(call opt,--max-samples,$(MAX_SAMPLES)) \
+		$(call opt,--timeout,$(TIMEOUT)) $(call opt,--max-attempts,$(MAX_ATTEMPTS)) $(call opt,--backoff,$(BACKOFF)) \
+		$(call opt,--structured-output,$(STRUCTURED_OUTPUT)) $(if $(EXTRA_BODY),--extra-body '$(EXTRA_BODY)')
 
 # Reference rows in the same harness: MODEL=sasrec or MODEL=popular.
 baseline: $(STAMP)
 	$(BIN)/python -m train.baselines --model $(if $(filter sasrec popular,$(MODEL)),$(MODEL),$(error make baseline needs MODEL=sasrec or MODEL=popular)) \
-		--dataset $(DATASET) --data-dir $(DATA_DIR) --runs-dir $(RUNS_DIR) --seed $(SEED) \
-		$(call opt,--epochs,$(EPOCHS)) $(call opt,--device,$(DEVICE))
+		$(strip --dataset $(DATASET) $(call given,--data-dir,DATA_DIR) $(call given,--runs-dir,RUNS_DIR) \
+		$(call given,--seed,SEED) $(call opt,--epochs,$(EPOCHS)) $(call opt,--device,$(DEVICE)))
 
 report: $(STAMP)
-	$(BIN)/python -m train.report --dataset $(DATASET) --runs-dir $(RUNS_DIR) $(call opt,--out,$(REPORT_OUT))
+	$(BIN)/python -m train.report --dataset $(DATASET) $(call given,--runs-dir,RUNS_DIR) $(call opt,--out,$(REPORT_OUT))
 
 # Align -> activate -> GRPO -> evaluation; each stage is skipped when its output exists (FORCE=1 redoes).
+# Settings: train/config.py, the preset CONFIG=configs/train/<name>.yaml (default: tiny.yaml for MODEL=tiny,
+# qwen3-1.7b.yaml otherwise), then these variables, each passed only when set; TRAIN_ARGS='--align.epochs 2 ...'
+# reaches any setting. DRY_RUN=1 prints the resolved settings and exits.
 # NPROC>1 launches through accelerate (DeepSpeed ZeRO-2 by default; ACCELERATE_CONFIG=configs/accelerate/fsdp.yaml).
 NPROC ?= 1
 ACCELERATE_CONFIG ?= configs/accelerate/zero2.yaml
 TRAIN_LAUNCH = $(if $(filter 1,$(NPROC)),$(BIN)/python -m,$(BIN)/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_processes $(NPROC) -m)
+TRAIN_FLAGS = $(strip --dataset $(DATASET) --teacher $(TEACHER) $(call opt,--config,$(CONFIG)) \
+	$(call opt,--model,$(MODEL)) $(call given,--data-dir,DATA_DIR) $(call given,--corpora-dir,CORPORA_DIR) \
+	$(call given,--runs-dir,RUNS_DIR) $(call given,--seed,SEED) $(call opt,--run,$(RUN)) $(call opt,--sids,$(SIDS)) \
+	$(call opt,--limit,$(LIMIT)) $(call flag,--force,$(FORCE)) $(call opt,--stages,$(STAGES)) \
+	$(call opt,--modes,$(MODES)) $(call opt,--general,$(GENERAL)) $(call opt,--general-n,$(GENERAL_N)) \
+	$(call opt,--beams,$(BEAMS)) $(call opt,--best-of-n,$(BEST_OF_N)) $(call flag,--dry-run,$(DRY_RUN)) $(TRAIN_ARGS))
 train: $(STAMP)
-	$(TRAIN_LAUNCH) train run --dataset $(DATASET) --teacher $(TEACHER) --model $(MODEL) \
-		--data-dir $(DATA_DIR) --corpora-dir $(CORPORA_DIR) --runs-dir $(RUNS_DIR) --seed $(SEED) \
-		$(call opt,--run,$(RUN)) $(call opt,--limit,$(LIMIT)) $(call flag,--force,$(FORCE)) \
-		$(call opt,--stages,$(STAGES)) $(call opt,--modes,$(MODES)) \
-		$(call opt,--general,$(GENERAL)) $(call opt,--general-n,$(GENERAL_N)) \
-		$(call opt,--beams,$(BEAMS)) $(call opt,--best-of-n,$(BEST_OF_N))
+	$(TRAIN_LAUNCH) train run $(TRAIN_FLAGS)
 
+EVAL_FLAGS = $(strip --dataset $(DATASET) $(call given,--data-dir,DATA_DIR) $(call opt,--config,$(CONFIG)) \
+	$(call opt,--sids,$(SIDS)) $(call opt,--modes,$(MODES)) $(call opt,--beams,$(BEAMS)) \
+	$(call opt,--eval.test-rows,$(LIMIT)) $(call opt,--best-of-n,$(BEST_OF_N)) $(call opt,--out,$(EVAL_OUT)))
 eval: $(STAMP)
-	$(BIN)/python -m train eval --ckpt $(if $(CKPT),$(CKPT),$(error make eval needs CKPT=<model folder>)) \
-		--dataset $(DATASET) --data-dir $(DATA_DIR) $(call opt,--mode,$(MODE)) $(call opt,--beams,$(BEAMS)) \
-		$(call opt,--limit,$(LIMIT)) $(call opt,--best-of-n,$(BEST_OF_N))
+	$(BIN)/python -m train eval --ckpt $(if $(CKPT),$(CKPT),$(error make eval needs CKPT=<model folder>)) $(EVAL_FLAGS)
 
 # The whole chain on data at hand: dataset, SIDs, corpus, training, evaluation, report.
 all: $(STAMP)
@@ -94,6 +103,10 @@ all: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(call flag,--quick,$(QUICK)) $(call opt,--only,$(ONLY))
+
+# ruff: pyflakes, pycodestyle errors, bugbear, isort (pyproject.toml); CI runs it before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

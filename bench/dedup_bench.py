@@ -1,15 +1,19 @@
 """Section "dedup": MinHash signatures and LSH dedup at 10k, 100k and 1M teacher-like
 texts (QUICK: 2k, 10k), with peers measured in the same run on the same texts:
 datasketch per document (the usual way to write it), datasketch's MinHashLSH index fed
-our signatures, and rensa (Rust) when it is installed. Plus the recall curve."""
+our signatures (``duplicates_via_datasketch``, also the reference the tests compare
+``synth.dedup`` to), and rensa (Rust) when it is installed. Plus the recall curve
+(``bench.dedup_quality``)."""
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
 
 from bench.common import median_time, progress, row, traced_peak
 from bench.corpus import CorpusMaker
+from bench.dedup_quality import dedup_quality
 from synth import dedup
 from synth.sid import SID_RUN_RE
 
@@ -61,6 +65,37 @@ def datasketch_per_document(texts: list[str], threshold: float = dedup.DEFAULT_T
     return t_sig, time.perf_counter() - t, flagged
 
 
+def build_lsh(sig: np.ndarray, threshold: float = dedup.DEFAULT_THRESHOLD, seed: int = 1):
+    """A datasketch ``MinHashLSH`` holding every row of ``sig`` (key = row index)."""
+    from datasketch import LeanMinHash, MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=sig.shape[1],
+                     params=dedup.lsh_params(threshold, sig.shape[1]))
+    with lsh.insertion_session() as session:
+        for i, row_ in enumerate(sig):
+            session.insert(i, LeanMinHash(seed=seed, hashvalues=row_, scheme="affine32"),
+                           check_duplication=False)
+    return lsh
+
+
+def duplicates_via_datasketch(sig: np.ndarray, threshold: float = dedup.DEFAULT_THRESHOLD,
+                              seed: int = 1) -> set[int]:
+    """The same answer as ``synth.dedup.duplicates_from_signatures``, from datasketch's index
+    and queries, one document at a time: the reference the tests and this section compare to."""
+    from datasketch import LeanMinHash
+
+    lsh = build_lsh(sig, threshold, seed)
+    need = threshold * sig.shape[1]
+    dups = set()
+    for i, row_ in enumerate(sig):
+        m = LeanMinHash(seed=seed, hashvalues=row_, scheme="affine32")
+        for j in sorted(lsh.query(m)):
+            if j < i and np.count_nonzero(row_ == sig[j]) >= need:
+                dups.add(i)
+                break
+    return dups
+
+
 def rensa_dedup(texts: list[str], threshold: float = dedup.DEFAULT_THRESHOLD,
                 num_perm: int = 128) -> tuple[float, float, set[int]] | None:
     """(signature seconds incl. Python tokenising, LSH seconds, flagged) with rensa's bulk API."""
@@ -95,57 +130,69 @@ def run(quick: bool, sizes: list[int] | None = None, subset: int | None = None,
     for n in sizes:
         progress(f"dedup: generating {n:,} texts")
         texts, planted = maker.texts(n, dup_share=0.05, edit_rate=0.05)
-        words = sum(len(t.split()) for t in texts[:1000]) / min(n, 1000)
         if peer_rate is None:
             progress(f"dedup: datasketch per document on {subset:,} texts")
             ds_sig, ds_lsh, _ = datasketch_per_document(texts[:subset])
             peer_rate = subset / ds_sig
             rows.append(row(f"datasketch per document, {subset} texts", peer_rate, "texts/s",
                             note=f"MinHash.update_batch per text + LSH query/insert {ds_lsh:.2f} s; the peer"))
-        repeats = 3 if n <= 10_000 else 1
-        progress(f"dedup: {n:,} texts, signatures x{repeats}")
-        t_sig, sig = median_time(lambda: dedup.signatures(texts), repeats)
-        _t, peak_sig, _ = traced_peak(lambda: dedup.signatures(texts[:min(n, 100_000)]))
-        t_lsh, flagged = median_time(lambda: dedup.duplicates_from_signatures(sig), repeats)
-        _t, peak_lsh, _ = traced_peak(lambda: dedup.duplicates_from_signatures(sig))
-        rec, prec = _quality(flagged, planted)
-        tag = _size(n)
-        rows.append(row(f"signatures {tag}", n / t_sig, "texts/s", peer=peer_rate,
-                        peer_name="datasketch per doc",
-                        note=f"{t_sig:.2f} s, {words:.0f} words/text, median of {repeats}"))
-        rows.append(row(f"LSH index+query {tag}", t_lsh, "s",
-                        note=f"NumPy banding {dedup.lsh_params(0.5, 128)} + signature confirm"))
-        rows.append(row(f"dedup total {tag}", t_sig + t_lsh, "s",
-                        peer=8.0 if n == 100_000 else 90.0 if n == 1_000_000 else None,
-                        peer_name="target" if n in (100_000, 1_000_000) else "",
-                        note=f"recall {rec:.3f} precision {prec:.3f} on {int((planted >= 0).sum())} "
-                             f"planted copies at 5% edits"))
-        rows.append(row(f"peak memory {tag}", (sig.nbytes + max(peak_sig, 0) + peak_lsh) / 2**20, "MiB",
-                        note=f"signature matrix {sig.nbytes / 2**20:.0f} MiB + tokenising "
-                             f"{peak_sig / 2**20:.0f} + banding {peak_lsh / 2**20:.0f} (tracemalloc; "
-                             f"texts themselves not counted)"))
+        ours = _ours(texts, planted, peer_rate)
+        rows += ours["rows"]
         if n <= ds_index_max:
             progress(f"dedup: datasketch MinHashLSH index on {n:,} signatures")
-            t_ds, ds_flagged = median_time(lambda: dedup.duplicates_via_datasketch(sig), 1)
-            rows.append(row(f"datasketch LSH index+query {tag}", t_ds, "s", peer=t_lsh,
+            t_ds, ds_flagged = median_time(functools.partial(duplicates_via_datasketch, ours["sig"]), 1)
+            rows.append(row(f"datasketch LSH index+query {_size(n)}", t_ds, "s", peer=ours["t_lsh"],
                             peer_name="NumPy banding",
                             note=f"same signatures, per-document insert/query; same answer: "
-                                 f"{ds_flagged == flagged}"))
+                                 f"{ds_flagged == ours['flagged']}"))
         if n <= rensa_max:
             progress(f"dedup: rensa on {n:,} texts")
-            r = rensa_dedup(texts)
-            if r is None:
-                rows.append(row(f"rensa {tag}", None, "", note="rensa not installed (pip install rensa)"))
-            else:
-                r_sig, r_lsh, r_flagged = r
-                r_rec, r_prec = _quality(r_flagged, planted)
-                rows.append(row(f"rensa total {tag}", r_sig + r_lsh, "s", peer=t_sig + t_lsh,
-                                peer_name="ours",
-                                note=f"Python tokenising+digest {r_sig:.2f} s, LSH {r_lsh:.2f} s; "
-                                     f"recall {r_rec:.3f} precision {r_prec:.3f} (it flags both copies)"))
-        del texts, sig
+            rows.append(_rensa_row(texts, planted, ours["t_sig"] + ours["t_lsh"]))
+        del texts, ours
     progress("dedup: recall curve on planted near duplicates")
-    for q in dedup.dedup_quality(n_texts=quality_texts or (300 if quick else 2000)):
+    for q in dedup_quality(n_texts=quality_texts or (300 if quick else 2000)):
         rows.append(row(f"recall at {q['edit_rate']:.0%} edits", q["recall"], "recall",
                         note=f"precision {q['precision']:.2f}, expected Jaccard {q['expected_jaccard']}"))
     return rows
+
+
+def _ours(texts: list[str], planted: np.ndarray, peer_rate: float) -> dict:
+    """synth.dedup on ``texts``: its rows, signatures, flagged set and the two timings."""
+    n = len(texts)
+    words = sum(len(t.split()) for t in texts[:1000]) / min(n, 1000)
+    repeats = 3 if n <= 10_000 else 1
+    progress(f"dedup: {n:,} texts, signatures x{repeats}")
+    t_sig, sig = median_time(lambda: dedup.signatures(texts), repeats)
+    _t, peak_sig, _ = traced_peak(lambda: dedup.signatures(texts[:min(n, 100_000)]))
+    t_lsh, flagged = median_time(lambda: dedup.duplicates_from_signatures(sig), repeats)
+    _t, peak_lsh, _ = traced_peak(lambda: dedup.duplicates_from_signatures(sig))
+    rec, prec = _quality(flagged, planted)
+    tag = _size(n)
+    rows = [
+        row(f"signatures {tag}", n / t_sig, "texts/s", peer=peer_rate, peer_name="datasketch per doc",
+            note=f"{t_sig:.2f} s, {words:.0f} words/text, median of {repeats}"),
+        row(f"LSH index+query {tag}", t_lsh, "s",
+            note=f"NumPy banding {dedup.lsh_params(0.5, 128)} + signature confirm"),
+        row(f"dedup total {tag}", t_sig + t_lsh, "s",
+            peer=8.0 if n == 100_000 else 90.0 if n == 1_000_000 else None,
+            peer_name="target" if n in (100_000, 1_000_000) else "",
+            note=f"recall {rec:.3f} precision {prec:.3f} on {int((planted >= 0).sum())} "
+                 f"planted copies at 5% edits"),
+        row(f"peak memory {tag}", (sig.nbytes + max(peak_sig, 0) + peak_lsh) / 2**20, "MiB",
+            note=f"signature matrix {sig.nbytes / 2**20:.0f} MiB + tokenising "
+                 f"{peak_sig / 2**20:.0f} + banding {peak_lsh / 2**20:.0f} (tracemalloc; "
+                 f"texts themselves not counted)"),
+    ]
+    return {"rows": rows, "sig": sig, "flagged": flagged, "t_sig": t_sig, "t_lsh": t_lsh}
+
+
+def _rensa_row(texts: list[str], planted: np.ndarray, ours_s: float) -> dict:
+    tag = _size(len(texts))
+    r = rensa_dedup(texts)
+    if r is None:
+        return row(f"rensa {tag}", None, "", note="rensa not installed (pip install rensa)")
+    r_sig, r_lsh, r_flagged = r
+    r_rec, r_prec = _quality(r_flagged, planted)
+    return row(f"rensa total {tag}", r_sig + r_lsh, "s", peer=ours_s, peer_name="ours",
+               note=f"Python tokenising+digest {r_sig:.2f} s, LSH {r_lsh:.2f} s; "
+                    f"recall {r_rec:.3f} precision {r_prec:.3f} (it flags both copies)")

@@ -3,8 +3,8 @@ beside a bare aiohttp loop (the floor) and a bare ``litellm.acompletion`` loop (
 user would write), on the same requests, in the same run.
 
 Every measured client runs in its own fresh process (``python -m bench.engine_bench
-client ...``), so its CPU time (``time.process_time``) and peak RSS (``ru_maxrss``) are
-its own; the teacher server runs in other processes (``... serve ...``, uvloop,
+client ...``), so its CPU time (``time.process_time``) and peak RSS (``VmHWM`` in
+``/proc/self/status``) are its own; the teacher server runs in other processes (``... serve ...``, uvloop,
 ``SO_REUSEPORT`` workers), so the server's CPU is not charged to the client. Both share
 the machine's cores, as a local vLLM would not: the figures are a lower bound.
 
@@ -169,6 +169,7 @@ def request_bodies(data_dir: Path, records: int) -> list[dict]:
     """The bodies the engine sends for these records (stage 2 rendered with a stand-in for
     the stage-1 answer), in the engine's record order: the bare loops send these."""
     from synth.data.dataset import Dataset
+    from synth.engine import SynthConfig
     from synth.prompts import PromptSet, item_context, user_context
 
     ds = Dataset(data_dir / DATASET)
@@ -188,9 +189,11 @@ def request_bodies(data_dir: Path, records: int) -> list[dict]:
         ctx = user_context(s, ds.items, sids)
         pairs.append(("user_reasoning", ps.render("user_reasoning", ctx)))
         pairs.append(("user_narrative", ps.render("user_narrative", {**ctx, "reasoning": "I think they like paper."})))
+    cfg = SynthConfig(DATASET)  # the first draw's parameters, as the engine sends them by default
     bodies = []
     for step, messages in pairs:
-        b = {"model": "teacher", "messages": messages, "temperature": 0.7, "max_tokens": 1024, "seed": 0}
+        b = {"model": "teacher", "messages": messages, "temperature": cfg.temperature,
+             "max_tokens": cfg.max_tokens, "seed": cfg.seed}
         rf = ps.response_format(step)
         if rf is not None:
             b["response_format"] = rf
@@ -244,7 +247,7 @@ def client(kind: str, base: str, c: int, records: int, data_dir: Path, work: Pat
 
         cfg = SynthConfig(DATASET, teacher=MODEL, api_base=base, data_dir=str(data_dir),
                           corpora_dir=str(work / "corpora"), cache_dir=str(work / "cache"),
-                          concurrency=c, limit=records // 2, progress=False, max_tokens=1024)
+                          concurrency=c, limit=records // 2, progress=False)
         # synth.engine.run in its two parts, timed apart: set-up (dataset, catalogue, imports of
         # litellm and datasketch: once per run, whatever its size) and the run itself
         # (preflight, every request, check and cache write, dedup, corpus files).

@@ -166,7 +166,7 @@ def build_shape(shape: str, sids_vocab, texts, save_dir: Path, device: str, seed
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                                                bos_token_id=None)
     save(model, tok, save_dir)
-    del model
+    model = None  # free it before the thinking-mode pass
     _free(device)
 
 
@@ -284,8 +284,8 @@ def _tokens_per_step(history: list[dict]) -> dict[int, int]:
 
 def bench_sft(base: Path, work: Path, rows: list[dict], sz: Sizes, device: str, label: str) -> list[dict]:
     from synth.io import read_json
-    from train.align import run_sft
     from train.config import AlignConfig
+    from train.sft import run_sft
 
     gpu = device == "cuda"
     cfg = AlignConfig.tiny().override(max_steps=sz.sft_steps, batch_size=sz.sft_batch, per_device_batch=sz.sft_batch,
@@ -393,17 +393,17 @@ def unconstrained_beams(model, ids: list[list[int]], *, num_beams: int, new_toke
     forced to the SID length (``min_new_tokens``): what the constraint costs, nothing else."""
     import torch
 
-    from train.decoding import _left_pad, _model_device, _prompt_cache
+    from train.decoding import left_pad, model_device, prompt_cache
 
-    device = _model_device(model)
+    device = model_device(model)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             chunk = [ids[i] for i in order[start: start + batch_size]]
-            input_ids, attention_mask = _left_pad(chunk, pad_id, device)
+            input_ids, attention_mask = left_pad(chunk, pad_id, device)
             extra = {}
             if share_prompt:
-                cache = _prompt_cache(model, input_ids, attention_mask, num_beams)
+                cache = prompt_cache(model, input_ids, attention_mask, num_beams)
                 if cache is not None:
                     extra["cache"] = cache
             model.generate(input_ids=input_ids, attention_mask=attention_mask, **extra, num_beams=num_beams,
@@ -414,7 +414,7 @@ def unconstrained_beams(model, ids: list[list[int]], *, num_beams: int, new_toke
 
 
 def bench_eval(base: Path, eval_rows: list[dict], sids: dict, sz: Sizes, device: str, label: str) -> list[dict]:
-    from train.decoding import EMPTY_THINK, DecodeConfig, _encode, _ids, _with_suffix, recommend
+    from train.decoding import EMPTY_THINK, DecodeConfig, encode, recommend, token_ids, with_suffix
     from train.model import load_model
     from train.trie import SidTrie
 
@@ -422,7 +422,7 @@ def bench_eval(base: Path, eval_rows: list[dict], sids: dict, sz: Sizes, device:
     model.to(device).eval()
     trie = SidTrie.from_sids(sids, tok)
     prompts = [r["prompt"] for r in eval_rows]
-    ids_ = _ids(tok)
+    ids_ = token_ids(tok)
     direct = DecodeConfig(num_beams=10, num_return=10, mode="direct", batch_size=sz.eval_batch)
     recommend(model, tok, prompts[: min(4, len(prompts))], trie, direct)  # warm-up (allocator, kernels)
 
@@ -435,7 +435,7 @@ def bench_eval(base: Path, eval_rows: list[dict], sids: dict, sz: Sizes, device:
 
     progress(f"trainer: evaluation, {len(prompts)} rows beam 10 direct, with and without the trie, "
              f"{sz.eval_repeats} interleaved round(s) ({label})")
-    ids = _encode(tok, [_with_suffix(p, EMPTY_THINK) for p in prompts])
+    ids = encode(tok, [with_suffix(p, EMPTY_THINK) for p in prompts])
     common = dict(num_beams=10, new_tokens=trie.levels + 1, batch_size=sz.eval_batch, end_id=ids_.end, pad_id=ids_.pad)
     ranked: list = []
     trie_t, free_t, plain_t = [], [], []
@@ -452,7 +452,7 @@ def bench_eval(base: Path, eval_rows: list[dict], sids: dict, sz: Sizes, device:
                             max_think_tokens=sz.think_tokens)
     progress(f"trainer: evaluation, {len(think_prompts)} rows thinking mode (<= {sz.think_tokens} reasoning tokens)")
     t_think = timed(lambda: recommend(model, tok, think_prompts, trie, thinking))
-    del model
+    model = None  # free it before the thinking-mode pass
     _free(device)
     rate = n / t_trie
     return [

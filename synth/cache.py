@@ -1,4 +1,4 @@
-"""The persistent response cache: one SQLite file in ``CACHE_DIR`` (default ``.cache/synth``).
+"""The persistent response cache: one SQLite file in the run's ``cache_dir`` (``CACHE_DIR``).
 
 Why SQLite in WAL mode: every committed transaction survives ``kill -9`` at any moment
 (the write-ahead log is replayed or discarded whole on the next open), lookups by primary
@@ -35,10 +35,6 @@ def _canonical(obj) -> bytes:
 KEY_VERSION = 1
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("CACHE_DIR") or ".cache/synth")
-
-
 def cache_key(
     teacher: str,
     params: Mapping,
@@ -58,11 +54,21 @@ def cache_key(
 
 
 @dataclass(frozen=True)
-class CachedResponse:
+class Completion:
+    """One teacher answer: what a transport returns, the cache keeps and the engine checks."""
+
     text: str
     tokens_in: int = 0
     tokens_out: int = 0
     finish_reason: str = "stop"
+
+    @property
+    def truncated(self) -> bool:
+        """The answer hit ``max_tokens``: not a finished text."""
+        return self.finish_reason == "length"
+
+
+CachedResponse = Completion  # what the cache's callers call a stored answer
 
 
 class ResponseCache:
@@ -70,8 +76,8 @@ class ResponseCache:
 
     FILENAME = "responses.sqlite3"
 
-    def __init__(self, directory: str | os.PathLike | None = None, flush_every: int = 512):
-        self.directory = Path(directory) if directory else default_cache_dir()
+    def __init__(self, directory: str | os.PathLike, flush_every: int = 512):
+        self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.path = self.directory / self.FILENAME
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -87,22 +93,22 @@ class ResponseCache:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(responses)")}
         if "finish_reason" not in columns:  # a cache written before finish reasons were kept
             self._db.execute("ALTER TABLE responses ADD COLUMN finish_reason TEXT NOT NULL DEFAULT 'stop'")
-        self._pending: dict[str, CachedResponse] = {}
+        self._pending: dict[str, Completion] = {}
         self.flush_every = flush_every
 
-    def get(self, key: str) -> CachedResponse | None:
+    def get(self, key: str) -> Completion | None:
         hit = self._pending.get(key)
         if hit is not None:
             return hit
         row = self._db.execute(
             "SELECT text, tokens_in, tokens_out, finish_reason FROM responses WHERE key = ?", (key,)
         ).fetchone()
-        return CachedResponse(*row) if row else None
+        return Completion(*row) if row else None
 
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None
 
-    def put(self, key: str, response: CachedResponse) -> None:
+    def put(self, key: str, response: Completion) -> None:
         self._pending[key] = response
         if len(self._pending) >= self.flush_every:
             self.flush()

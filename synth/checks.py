@@ -81,10 +81,10 @@ _KEEP_BARRIER_RE = re.compile(r"[^\w|]+|_+")
 _BARRIERS_RE = re.compile(r"\|(?:[\s|]*\|)?")
 
 
-# The same results as _DECIMAL_RE and _KEEP_BARRIER_RE, cheaper on long answers (the
-# engine profile: _line was ~60% of the checks' time): a pattern that starts with a
-# lookbehind is tried at every position, and matching every single space (whitespace
-# is collapsed by the final split anyway) made one substitution per word.
+# The same results as _DECIMAL_RE and _KEEP_BARRIER_RE (the plain statement of the rule,
+# which tests/test_bench.py checks these against), cheaper on long answers: a pattern that
+# starts with a lookbehind is tried at every position, and matching every single space
+# (whitespace is collapsed by the final split anyway) made one substitution per word.
 _DECIMAL_FAST_RE = re.compile(r"(\d)[.,](?=\d)")
 _KEEP_BARRIER_FAST_RE = re.compile(r"[^\w\s|]+|_+")
 
@@ -169,9 +169,12 @@ class Catalog:
                 own = {w for seg in title_segs.get(str(iid), []) for w in seg}
                 self.prose_df.update(set(normalize(desc).split()) - own)
             self.prose_max = max(3, int(cfg.prose_share * len(descriptions)))
-
-        # Fragment -> titles holding it; whole titles (normalised) for the exact check.
         brand_words = {str(k): set(normalize(v).split()) for k, v in (brands or {}).items()}
+        self._index_fragments(title_segs, brand_words)
+        self._index_leak_material(title_segs, brand_words)
+
+    def _index_fragments(self, title_segs: dict[str, list[list[str]]], brand_words: dict[str, set[str]]) -> None:
+        """Fragment -> titles holding it, and whole titles (normalised), in one automaton."""
         gram_owners: dict[str, set[str]] = defaultdict(set)
         for iid, segs in title_segs.items():
             bw = brand_words.get(iid, set())
@@ -181,7 +184,7 @@ class Catalog:
                         gram_owners[gram].add(iid)
         self._owners: dict[str, frozenset[str]] = {}
         for gram, owners in gram_owners.items():
-            if len(owners) <= cfg.fragment_df:
+            if len(owners) <= self.config.fragment_df:
                 self._owners[gram] = frozenset(owners)
         for iid, segs in title_segs.items():
             words = [w for seg in segs for w in seg]
@@ -196,7 +199,9 @@ class Catalog:
         if self._owners:
             self._automaton.make_automaton()
 
-        # Per-item leak material: key words with IDF weights, and model numbers.
+    def _index_leak_material(self, title_segs: dict[str, list[list[str]]],
+                             brand_words: dict[str, set[str]]) -> None:
+        """Per item: its title's key words with IDF weights, and its model numbers."""
         self._keys: dict[str, dict[str, float]] = {}
         self._codes: dict[str, frozenset[str]] = {}
         for iid, segs in title_segs.items():
@@ -207,8 +212,13 @@ class Catalog:
                 if _is_contentful(w) and self.df[w] <= self.key_df and w not in bw
             }
             self._codes[iid] = frozenset(
-                w for w in words if _is_code(w) and self.df[w] <= cfg.fragment_df
+                w for w in words if _is_code(w) and self.df[w] <= self.config.fragment_df
             )
+
+    @property
+    def fragment_count(self) -> int:
+        """How many title fragments (and whole titles) the automaton holds."""
+        return len(self._owners)
 
     @classmethod
     def from_items(cls, items: "Mapping[str, Item]", sids: dict[str, list[str]],
@@ -346,12 +356,3 @@ class Catalog:
                 if sum(1 for k in live if self.df[k] <= self.config.fragment_df) >= 2:
                     return 1.0
         return best
-
-    def explain(self, text: str, target_item_id: str | None = None) -> dict:
-        """What a check saw, for rejected.jsonl and debugging: fragments and owning items."""
-        out = {"fragments": [(g, sorted(o)[:5]) for g, o in self.title_hits(text)]}
-        if target_item_id is not None:
-            words = self._scan(text)[1]
-            out["target_share"] = round(self._window_share(words, self._keys[str(target_item_id)]), 3)
-            out["target_codes"] = sorted(self._codes[str(target_item_id)] & set(words))
-        return out

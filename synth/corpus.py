@@ -1,4 +1,4 @@
-"""Where corpora live and how they are written: ``corpora/<dataset>/<teacher>/``.
+"""Where corpora live and how they are written: ``<corpora_dir>/<dataset>/<teacher>/``.
 
 - ``items.jsonl``    ``{item_id, sid, text, insights}`` per accepted item, in item order;
 - ``users.jsonl``    ``{user_id, history, target, reasoning, text}`` per accepted training
@@ -6,7 +6,8 @@
 - ``rejected.jsonl`` ``{kind, index, id, stage, reason, text}`` per record that did not pass
   (or failed), in record order;
 - ``manifest.json``  counts, tokens, cost, teacher, parameters, prompt hashes, dataset
-  hashes, versions, wall time.
+  hashes, versions, wall time, and the run's provenance (``synth.provenance``: the command,
+  the resolved config, the input files, the commit and the machine).
 
 A corpus is written whole or not at all: every file goes into a fresh temporary sibling
 folder, which then replaces the old folder (two renames; the old one is deleted after).
@@ -17,35 +18,15 @@ the next run if the final folder is missing).
 from __future__ import annotations
 
 import os
-import platform
 import re
 import shutil
-import sys
 import tempfile
-from importlib import metadata
 from pathlib import Path
 from typing import Iterable
 
-from synth.io import atomic_write, sha256_file, write_json
+import orjson
 
-try:
-    import orjson
-
-    def _line(rec: dict) -> bytes:
-        return orjson.dumps(rec) + b"\n"
-except ImportError:  # pragma: no cover
-    import json
-
-    def _line(rec: dict) -> bytes:
-        return (json.dumps(rec, ensure_ascii=False) + "\n").encode()
-
-FILES = ("items.jsonl", "users.jsonl", "rejected.jsonl", "manifest.json")
-VERSIONED = ("sidreasoner-toolkit", "litellm", "aiohttp", "tenacity", "jinja2", "datasketch", "orjson",
-             "openai", "uvloop")
-
-
-def corpora_root(root: str | os.PathLike | None = None) -> Path:
-    return Path(root or os.environ.get("CORPORA_DIR") or "corpora")
+from synth.io import atomic_write, write_json
 
 
 def safe_teacher_name(teacher: str) -> str:
@@ -56,32 +37,15 @@ def safe_teacher_name(teacher: str) -> str:
     return name
 
 
-def corpus_dir(dataset: str, teacher: str, root: str | os.PathLike | None = None) -> Path:
-    return corpora_root(root) / dataset / safe_teacher_name(teacher)
-
-
-def package_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
-def dataset_hashes(dataset_path: str | os.PathLike) -> dict[str, str]:
-    """sha256 of the files a corpus depends on: the item table, the training split, the SIDs."""
-    p = Path(dataset_path)
-    return {name: sha256_file(p / name) for name in ("items.jsonl", "train.jsonl", "sids.json")
-            if (p / name).exists()}
+def corpus_dir(dataset: str, teacher: str, root: str | os.PathLike) -> Path:
+    return Path(root) / dataset / safe_teacher_name(teacher)
 
 
 def _write_lines(path: Path, records: Iterable[dict]) -> int:
     n = 0
     with atomic_write(path, "wb") as f:
         for rec in records:
-            f.write(_line(rec))
+            f.write(orjson.dumps(rec) + b"\n")
             n += 1
     return n
 
@@ -120,6 +84,3 @@ def write_corpus(out_dir: str | os.PathLike, items: Iterable[dict], users: Itera
         raise
     return final
 
-
-def command_line() -> str:
-    return " ".join([Path(sys.executable).name, *sys.argv])

@@ -6,7 +6,7 @@ different SID. Both keep most *word 3-grams* (SIDs count as one word each), whil
 honest paragraphs about different items share very few. A word changed destroys up to
 three 3-grams, so an edit rate e gives a Jaccard of about (1-3e)/(1+3e): 0.74 at 5%,
 0.54 at 10%, 0.25 at 25%. The default threshold 0.5 catches paragraphs with up to about
-10% of their words changed (the curve is in ``dedup_quality`` and ``make bench``).
+10% of their words changed (the recall curve: ``make bench``, section dedup).
 The bands are datasketch's choice for the threshold with false negatives weighted 9 to
 1 (32 bands of 4 rows at 0.5 with 128 permutations, see ``LSH_WEIGHTS``), and each LSH
 candidate is confirmed on its signature before it counts, which keeps precision high.
@@ -18,8 +18,8 @@ computed from one prefix sum (position independent, so the same word hashes the 
 everywhere), 3 consecutive word hashes are mixed into a shingle hash, and the 128
 permutations are one vectorised affine map in uint32 (datasketch's "affine32" scheme),
 reduced per text with ``np.minimum.reduceat``. Candidates come from sorting each band's
-keys in NumPy: the same buckets as datasketch's ``MinHashLSH`` (``build_lsh`` fills one
-from the same signatures, and the tests check both flag the same texts), without its
+keys in NumPy: the same buckets as datasketch's ``MinHashLSH`` (``bench.dedup_bench`` fills
+one from the same signatures, and the tests check both flag the same texts), without its
 per-document Python calls and one Python set per bucket (32 bands x 1M texts would be
 32M sets, about 10 GB).
 
@@ -30,12 +30,11 @@ depend on the order answers arrived in.
 from __future__ import annotations
 
 import functools
-import random
 import re
 from typing import Sequence
 
 import numpy as np
-from datasketch import LeanMinHash, MinHashLSH
+from datasketch import MinHashLSH
 
 SHINGLE = 3
 DEFAULT_THRESHOLD = 0.5
@@ -162,13 +161,10 @@ def _min_hash(sh: np.ndarray, counts: np.ndarray, a: np.ndarray, b: np.ndarray,
         np.minimum.reduceat(blk, offsets[t0:t1] - lo, axis=0, out=out[t0:t1])
 
 
-def signatures(texts: Sequence[str], num_perm: int = 128, seed: int = 1,
-               shingle: int = SHINGLE) -> np.ndarray:
+def signatures(texts: Sequence[str], num_perm: int = 128, seed: int = 1) -> np.ndarray:
     """(len(texts), num_perm) uint32 MinHash signatures of word 3-grams (a SID is one
     word), in datasketch's "affine32" scheme: ``LeanMinHash(seed=seed,
     hashvalues=row, scheme="affine32")`` is a valid datasketch MinHash of the text."""
-    if shingle != SHINGLE:
-        raise ValueError(f"only word {SHINGLE}-grams are supported, got shingle={shingle}")
     a, b = _permutations(num_perm, seed)
     sig = np.empty((len(texts), num_perm), dtype=np.uint32)
     i = 0
@@ -264,92 +260,5 @@ def duplicates_from_signatures(sig: np.ndarray, threshold: float = DEFAULT_THRES
     return set(np.flatnonzero(flagged).tolist())
 
 
-def build_lsh(sig: np.ndarray, threshold: float = DEFAULT_THRESHOLD, seed: int = 1) -> MinHashLSH:
-    """A datasketch ``MinHashLSH`` holding every row of ``sig`` (key = row index), for a
-    caller that wants a queryable index (say, to check new texts against a corpus)."""
-    lsh = MinHashLSH(threshold=threshold, num_perm=sig.shape[1],
-                     params=lsh_params(threshold, sig.shape[1]))
-    with lsh.insertion_session() as session:
-        for i, row in enumerate(sig):
-            session.insert(i, LeanMinHash(seed=seed, hashvalues=row, scheme="affine32"),
-                           check_duplication=False)
-    return lsh
-
-
-def duplicates_via_datasketch(sig: np.ndarray, threshold: float = DEFAULT_THRESHOLD,
-                              seed: int = 1) -> set[int]:
-    """The same answer as ``duplicates_from_signatures``, from datasketch's index and
-    queries, one document at a time: the reference the tests and the bench compare to."""
-    lsh = build_lsh(sig, threshold, seed)
-    need = threshold * sig.shape[1]
-    dups = set()
-    for i, row in enumerate(sig):
-        m = LeanMinHash(seed=seed, hashvalues=row, scheme="affine32")
-        for j in sorted(lsh.query(m)):
-            if j < i and np.count_nonzero(row == sig[j]) >= need:
-                dups.add(i)
-                break
-    return dups
-
-
-# --- quality on planted duplicates -----------------------------------------------------
-
-def _synthetic_corpus(n: int, rng: random.Random, vocab_size: int = 5000) -> list[list[str]]:
-    """Paragraph-like texts of 80-200 words with a Zipf vocabulary and shared boilerplate
-    phrases, so unrelated texts overlap the way real teacher outputs do."""
-    vocab = [f"w{i}" for i in range(vocab_size)]
-    weights = [1.0 / (i + 1) for i in range(vocab_size)]
-    boiler = [rng.choices(vocab[:200], k=rng.randint(4, 8)) for _ in range(30)]
-    texts = []
-    for _ in range(n):
-        words: list[str] = []
-        target = rng.randint(80, 200)
-        while len(words) < target:
-            if rng.random() < 0.15:
-                words += rng.choice(boiler)
-            else:
-                words += rng.choices(vocab, weights=weights, k=rng.randint(5, 15))
-        texts.append(words[:target])
-    return texts
-
-
-def _edit(words: list[str], rate: float, rng: random.Random) -> list[str]:
-    """Substitute, delete or insert about ``rate`` of the words."""
-    out = list(words)
-    for _ in range(max(1, round(rate * len(words)))):
-        op, k = rng.random(), rng.randrange(len(out))
-        if op < 0.5:
-            out[k] = f"edit{rng.randrange(10**6)}"
-        elif op < 0.75 and len(out) > 10:
-            del out[k]
-        else:
-            out.insert(k, f"edit{rng.randrange(10**6)}")
-    return out
-
-
-def dedup_quality(n_texts: int = 2000, edit_rates: Sequence[float] = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3),
-                  seed: int = 0, threshold: float = DEFAULT_THRESHOLD, num_perm: int = 128) -> list[dict]:
-    """Recall and precision on planted near duplicates, one row per edit rate.
-
-    For each rate: ``n_texts`` originals, plus an edited copy of a tenth of them placed
-    later in the corpus. recall = planted copies flagged / planted; precision = planted
-    copies flagged / all flagged."""
-    rows = []
-    for rate in edit_rates:
-        rng = random.Random(f"{seed}:{rate}")
-        base = _synthetic_corpus(n_texts, rng)
-        picks = rng.sample(range(n_texts), max(1, n_texts // 10))
-        copies = [_edit(base[i], rate, rng) for i in picks]
-        texts = [" ".join(w) for w in base + copies]
-        planted = set(range(n_texts, n_texts + len(copies)))
-        flagged = near_duplicate_indices(texts, threshold=threshold, num_perm=num_perm, seed=seed + 1)
-        tp = len(flagged & planted)
-        rows.append({
-            "edit_rate": rate,
-            "expected_jaccard": round((1 - 3 * rate) / (1 + 3 * rate), 3) if rate < 1 / 3 else 0.0,
-            "planted": len(planted),
-            "flagged": len(flagged),
-            "recall": round(tp / len(planted), 4),
-            "precision": round(tp / len(flagged), 4) if flagged else 1.0,
-        })
-    return rows
+# Transitional: tests/test_dedup.py still reaches these through this module; they are
+# benchmark material and live in bench/ (synth never imports bench otherwise).

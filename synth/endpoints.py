@@ -27,6 +27,11 @@ def safe_url(url: str | None) -> str | None:
     return f"{p.scheme}://{p.hostname or ''}{port}{p.path}"
 
 
+def safe_bases(api_base: str | None) -> str | None:
+    """``API_BASE`` (one URL or several, comma-separated) with every URL made ``safe_url``."""
+    return ",".join(safe_url(b) for b in split_bases(api_base)) or None
+
+
 def split_bases(api_base: str | None) -> list[str]:
     """``API_BASE`` as a list: comma-separated, blanks dropped, order kept, repeats removed."""
     if not api_base:

@@ -1,18 +1,13 @@
 """The asyncio synthesis engine: records in, checked corpus out.
 
-A *record* is one item (item-centric flow) or one training sequence (user-centric flow):
-
-- item: ``item_analysis`` (JSON insights, parsed and schema-checked) -> ``item_integration``
-  (one paragraph; SID-only: the item's own SID required, no unknown SID, no title);
-- user: ``user_reasoning`` (leak check against the held-out next item) ->
-  ``user_narrative`` (SID-only with every history SID required, plus the leak check).
-
-Flow: ``concurrency`` workers each take the next record and carry it through both stages,
-so a record's stage 2 starts as soon as its stage 1 is accepted (no barrier between
-stages) and at most ``concurrency`` requests are in flight. A rejected output is drawn
-again with a new sample index (a new cache key, a new ``seed``, temperature > 0) up to
-``max_samples`` times per stage; then the record is rejected with the check's reason.
-A request that still fails after the teacher's retries makes the record "failed" with the
+A *record* is one item (item-centric flow) or one training sequence (user-centric flow);
+each flow is two steps (``synth.steps``: render -> call -> check), the second seeing the
+first one's value. ``concurrency`` workers each take the next record and carry it through
+both steps, so a record's second step starts as soon as its first is accepted (no barrier
+between steps) and at most ``concurrency`` requests are in flight. A rejected answer is
+drawn again with a new sample index (a new cache key, a new ``seed``, temperature > 0) up
+to ``max_samples`` times per step; then the record is rejected with the check's reason. A
+request that still fails after the teacher's retries makes the record "failed" with the
 transport's reason. Every record ends written, rejected, failed, or (only when the budget
 stops the run) unfinished; the counts add up to ``requested``.
 
@@ -33,18 +28,34 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from synth.cache import CachedResponse, ResponseCache, cache_key
-from synth.corpus import (command_line, corpus_dir, dataset_hashes, package_versions,
-                          write_corpus)
+from synth.cache import Completion, ResponseCache, cache_key
+from synth.checks import Catalog
+from synth.corpus import corpus_dir, write_corpus
 from synth.data.dataset import Dataset, DatasetError, Item, Sample, dataset_dir
-from synth.endpoints import safe_url
-from synth.structured import AUTO
-from synth.teacher import (METADATA, Completion, PreflightError, Request, Teacher, TeacherConfig,
-                           TeacherError, import_litellm, make_teacher)
+from synth.endpoints import safe_bases, safe_url
+from synth.prompts import PromptSet, item_context, user_context
+from synth.provenance import provenance
+from synth.settings import ConfigError, to_dict
+from synth.steps import TRUNCATED, Checked, Step, make_steps
+from synth.structured import AUTO, MODES
+from synth.teacher import (
+    METADATA,
+    PreflightError,
+    Request,
+    Teacher,
+    TeacherConfig,
+    TeacherError,
+    estimated_tokens,
+    import_litellm,
+    make_teacher,
+    resolve_route,
+)
 
 ITEM, USER = "item", "user"
 # How much of a rejected output to keep in rejected.jsonl (enough to see why).
 REJECTED_TEXT_CHARS = 4000
+# The dataset files a corpus depends on (hashed into the manifest).
+DATASET_FILES = ("items.jsonl", "train.jsonl", "sids.json")
 
 
 class BudgetReached(Exception):
@@ -52,40 +63,80 @@ class BudgetReached(Exception):
     error): no new requests."""
 
 
+class Rejected(Exception):
+    """Every draw of a step failed its check: the record is rejected at that step."""
+
+    def __init__(self, stage: str, reason: str, text: str):
+        super().__init__(f"{stage}: {reason}")
+        self.stage, self.reason, self.text = stage, reason, text
+
+
+def setting(default: Any, help: str, **metadata: Any) -> Any:
+    """A SynthConfig field: its default and its ``--help`` line (plus ``flags``: aliases)."""
+    return field(default=default, metadata={"help": help, **metadata})
+
+
 @dataclass(frozen=True)
 class SynthConfig:
-    """Everything ``python -m synth`` / ``make synth`` can set. Defaults = the paper's run."""
+    """Every setting of ``python -m synth`` / ``make synth``, and its one default.
 
-    dataset: str
-    teacher: str = METADATA
-    data_dir: str | None = None       # parent of data/<dataset>/ (DATA_DIR)
-    corpora_dir: str | None = None    # CORPORA_DIR
-    cache_dir: str | None = None      # CACHE_DIR
-    prompts_dir: str | None = None
-    api_base: str | None = None
-    concurrency: int = 64
-    rpm: float | None = None
-    tpm: float | None = None
-    limit: int | None = None          # first N items and first N training sequences
-    dry_run: bool = False
-    budget_usd: float | None = None
-    batch: bool = False
-    seed: int = 0
-    temperature: float = 0.7
-    resample_temperature: float = 0.9  # at least this for samples after the first
-    max_tokens: int = 1024
-    timeout: float = 120.0
-    max_attempts: int = 6
-    backoff_initial: float = 1.0
-    backoff_max: float = 60.0
-    max_samples: int = 3
-    extra_body: dict | None = None    # EXTRA_BODY: merged into every request body, part of the cache key
-    structured_output: str = AUTO     # STRUCTURED_OUTPUT: json_schema, json_object or prompt to start at
-    dedup: bool | None = None         # MinHash pass; None = on for LLM teachers, off for metadata
-    items: bool = True                # run the item-centric flow
-    users: bool = True                # run the user-centric flow
-    progress: bool = True
-    progress_interval: float | None = None  # seconds; default 0.5 on a terminal, 10 otherwise
+    The command line is generated from these fields (``synth.settings``): ``max_tokens`` is
+    ``--max-tokens``, which ``make synth MAX_TOKENS=...`` passes; a preset file
+    (``--config configs/synth/paper.yaml``) is a mapping of these names. Transport settings
+    take their defaults from ``TeacherConfig``."""
+
+    dataset: str = field(metadata={"help": "the dataset to enrich: <data_dir>/<NAME>/ (DATASET)"})
+    teacher: str = setting(METADATA, "a litellm model string (gpt-4o-mini, ollama/qwen3:8b, "
+                           "hosted_vllm/<model>, openai/<model> with --api-base) or 'metadata', the rule-based "
+                           "baseline (TEACHER)")
+    data_dir: str = setting("data", "the folder holding the datasets (DATA_DIR)")
+    corpora_dir: str = setting("corpora", "where corpora/<dataset>/<teacher>/ is written (CORPORA_DIR)")
+    cache_dir: str = setting(".cache/synth", "the response cache's folder (CACHE_DIR)")
+    prompts_dir: str | None = setting(None, "prompt templates; none: the shipped prompts/synth/ (PROMPTS_DIR)")
+    api_base: str | None = setting(None, "OpenAI-compatible server, e.g. http://host:8000/v1, or several "
+                                   "comma-separated replicas (API_BASE)")
+    concurrency: int = setting(TeacherConfig.concurrency, "requests in flight (CONCURRENCY)")
+    rpm: float | None = setting(None, "requests per minute at most (RPM)")
+    tpm: float | None = setting(None, "tokens per minute at most (TPM)")
+    limit: int | None = setting(None, "only the first N items and the first N training sequences (LIMIT)")
+    dry_run: bool = setting(False, "count requests, tokens and dollars; send nothing (DRY_RUN=1)")
+    budget_usd: float | None = setting(None, "stop cleanly once this many dollars are spent: exit 3, a re-run "
+                                       "resumes (BUDGET_USD)")
+    batch: bool = setting(False, "the OpenAI Batch API: half price, answers within 24 h (BATCH=1)")
+    seed: int = setting(42, "generation seed; draw k of a request is sent with seed + k (SEED)")
+    temperature: float = setting(0.7, "sampling temperature of a request's first draw (TEMPERATURE)")
+    resample_temperature: float = setting(0.9, "at least this temperature for the draws after the first")
+    max_tokens: int = setting(1024, "tokens an answer may take; a longer one is rejected as truncated "
+                              "(MAX_TOKENS)")
+    timeout: float = setting(TeacherConfig.timeout, "seconds per request attempt (TIMEOUT)")
+    max_attempts: int = setting(TeacherConfig.max_attempts, "tries per request before its record fails "
+                                "(MAX_ATTEMPTS)")
+    backoff_initial: float = setting(TeacherConfig.backoff_initial, "seconds before the first retry, doubling "
+                                     "each time, with jitter (BACKOFF)", flags=("--backoff",))
+    backoff_max: float = setting(TeacherConfig.backoff_max, "longest wait between retries, seconds")
+    max_samples: int = setting(3, "draws per step before the record is rejected (MAX_SAMPLES)")
+    extra_body: dict | None = setting(TeacherConfig.extra_body, "a JSON object merged into every request body "
+                                      "and into the cache key, e.g. '{\"chat_template_kwargs\": "
+                                      "{\"enable_thinking\": false}}' (EXTRA_BODY)")
+    structured_output: str = setting(TeacherConfig.structured_output, "the stage-1 JSON shape to start at: "
+                                     "auto (= json_schema), json_schema, json_object or prompt; a server that "
+                                     "refuses it moves the run to the next (STRUCTURED_OUTPUT)")
+    dedup: bool | None = setting(None, "the MinHash near-duplicate pass; none: on for LLM teachers, off for "
+                                 "metadata")
+    items: bool = setting(True, "run the item-centric flow (--only users turns it off)")
+    users: bool = setting(True, "run the user-centric flow (--only items turns it off)")
+    progress: bool = setting(True, "print a progress line (--quiet turns it off)")
+    progress_interval: float | None = setting(None, "seconds between progress lines; none: 0.5 on a terminal, "
+                                              "10 otherwise")
+
+    def __post_init__(self) -> None:
+        if self.structured_output not in (AUTO, *MODES):
+            raise ConfigError(f"structured_output: {self.structured_output!r} is not one of "
+                              f"{', '.join((AUTO, *MODES))}")
+        for name in ("concurrency", "max_samples", "max_attempts", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        object.__setattr__(self, "extra_body", self.extra_body or None)  # {} sends nothing extra
 
     def generation(self) -> dict:
         return {"temperature": self.temperature, "resample_temperature": self.resample_temperature,
@@ -115,7 +166,7 @@ class Outcome:
 
 @dataclass
 class Stats:
-    requests_sent: int = 0
+    requests_sent: int = 0         # answers drawn: sent to the teacher, or the rules' for metadata
     cache_hits: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
@@ -125,6 +176,18 @@ class Stats:
     truncated: int = 0             # answers that hit max_tokens (each drawn again)
     outcomes: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Tally:
+    """The finished records sorted into the corpus files, with the counts the manifest keeps."""
+
+    items: list[dict] = field(default_factory=list)
+    users: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+    rejected_by: dict[str, int] = field(default_factory=dict)
+    failed_by: dict[str, int] = field(default_factory=dict)
+    unfinished: int = 0
 
 
 @dataclass
@@ -148,42 +211,34 @@ def _fmt_duration(s: float) -> str:
 
 class Engine:
     def __init__(self, config: SynthConfig):
-        # Imported here: H3a's content modules (prompts, checks, dedup) and their dependencies.
-        from synth.checks import Catalog
-        from synth.prompts import PromptSet
-
         self.config = config
+        self.llm = config.teacher != METADATA  # else the steps' rules answer
         self.dataset = Dataset(dataset_dir(config.dataset, config.data_dir))
         self.items: dict[str, Item] = self.dataset.items
         self.sids = self.dataset.sids()
         self.sid_str = {k: "".join(v) for k, v in self.sids.items()}
         self.prompts = PromptSet(config.prompts_dir)
         self.prompt_hashes = self.prompts.hashes()
-        # computed once: building the strict schema per request showed up in the profile
+        # once per run, not per request: the strict schema is built from the whole schema
         self.response_formats = {step: self.prompts.response_format(step) for step in self.prompt_hashes}
         # from_items: descriptions teach which title words are ordinary prose, brands are no fragments.
         self.catalog = Catalog.from_items(self.items, self.sids)
-        self.item_ids = list(self.items)
-        samples = self.dataset.samples("train")
+        self.steps = make_steps(self.prompts, self.catalog)
+        self.item_ids = list(self.items)[: config.limit] if config.items else []
         self.samples: list[Sample] = []
-        if config.users:
-            for s in samples:
-                if config.limit is not None and len(self.samples) >= config.limit:
-                    break
-                self.samples.append(s)
-        if not config.items:
-            self.item_ids = []
-        elif config.limit is not None:
-            self.item_ids = self.item_ids[: config.limit]
+        for s in self.dataset.samples("train") if config.users else ():
+            if config.limit is not None and len(self.samples) >= config.limit:
+                break
+            self.samples.append(s)
         self._check_sids()
         self.records: list[tuple[str, Any]] = [(ITEM, i) for i in self.item_ids] + [
             (USER, s) for s in self.samples]
-        if config.dedup or (config.dedup is None and config.teacher != METADATA):
-            # Imported now, not in _finish: datasketch pulls in scipy (~2 s of CPU), which
-            # the profile showed inside the run's wall time, after the last answer.
+        if self._dedup_on():
+            # Imported at set-up, not in _finish: datasketch pulls in scipy, whose import would
+            # otherwise add seconds to the run's wall time after the last answer.
             import synth.dedup  # noqa: F401
-        if config.teacher != METADATA:
-            import_litellm()  # its import (~1 s of CPU) is set-up, not part of the first request
+        if self.llm:
+            import_litellm()  # its import is set-up, not part of the first request
         self.stats = Stats()
         self.stopping = False
         self.fatal: TeacherError | None = None
@@ -202,6 +257,11 @@ class Engine:
                 f"{self.dataset.path}/sids.json has no SID for item {missing[0]!r} "
                 f"({len(set(missing))} items in all): re-run `make sids DATASET={self.dataset.name}`")
 
+    def _dedup_on(self) -> bool:
+        # The rule-based baseline writes every text from one template, so MinHash would call
+        # most of them duplicates; dedup is there to catch an LLM teacher repeating itself.
+        return self.config.dedup if self.config.dedup is not None else self.llm
+
     # ---- one request ----
     def _params(self, step: str, sample: int) -> dict:
         t = self.config.temperature if sample == 0 else max(self.config.temperature,
@@ -213,35 +273,28 @@ class Engine:
             params["extra_body"] = self.config.extra_body
         return params
 
-    async def _ask(self, step: str, messages: list[dict], context: dict, sample: int) -> Completion:
-        assert self.teacher is not None
-        params = self._params(step, sample)
-        key = None
-        if self.teacher.cacheable:
-            key = cache_key(self.teacher.name, params, messages, self.prompt_hashes.get(step, ""))
-            hit = self.cache.get(key)
-            if hit is not None:
-                self.stats.cache_hits += 1
-                self._account(hit.tokens_in, hit.tokens_out, spent=False)
-                return Completion(hit.text, hit.tokens_in, hit.tokens_out, hit.finish_reason)
+    def request_key(self, step: str, messages: list[dict], sample: int) -> str:
+        """The cache key of draw ``sample`` of ``step`` with these rendered ``messages``."""
+        return cache_key(self.config.teacher, self._params(step, sample), messages, self.prompt_hashes[step])
+
+    async def _ask(self, step: str, messages: list[dict], sample: int) -> Completion:
+        """The teacher's answer, from the cache when it is there."""
+        assert self.teacher is not None and self.cache is not None
+        key = self.request_key(step, messages, sample)
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.stats.cache_hits += 1
+            self._account(hit.tokens_in, hit.tokens_out, spent=False)
+            return hit
         if self.stopping:
             raise BudgetReached()
-        request = Request(step, messages, context, params["temperature"], params["max_tokens"],
-                          params["seed"], params["response_format"])
-        comp = await self.teacher.complete(request)
+        params = self._params(step, sample)
+        comp = await self.teacher.complete(Request(step, messages, params["temperature"], params["max_tokens"],
+                                                   params["seed"], params["response_format"]))
         self.stats.requests_sent += 1
-        if key is not None:
-            self.cache.put(key, CachedResponse(comp.text, comp.tokens_in, comp.tokens_out, comp.finish_reason))
+        self.cache.put(key, comp)
         self._account(comp.tokens_in, comp.tokens_out, spent=True)
         return comp
-
-    async def _text(self, step: str, messages: list[dict], context: dict, sample: int) -> str | None:
-        """The cleaned answer, or None when it was cut off at max_tokens (rejected as truncated)."""
-        comp = await self._ask(step, messages, context, sample)
-        if comp.truncated:
-            self.stats.truncated += 1
-            return None
-        return comp.text
 
     def _account(self, tokens_in: int, tokens_out: int, spent: bool) -> None:
         self.stats.tokens_in += tokens_in
@@ -254,74 +307,58 @@ class Engine:
             if budget is not None and self.stats.spent_usd >= budget:
                 self.stopping = True
 
+    # ---- one step ----
+    async def _draw(self, step: Step, ctx: dict, messages: list[dict] | None, sample: int) -> str | None:
+        """One answer to ``step``: the teacher's, or the rule's for the metadata baseline;
+        None when it was cut off at max_tokens."""
+        if not self.llm:
+            self.stats.requests_sent += 1
+            return step.rule(ctx)
+        comp = await self._ask(step.name, messages, sample)
+        if comp.truncated:
+            self.stats.truncated += 1
+            return None
+        return comp.text
+
+    async def run_step(self, step: Step, ctx: dict) -> Any:
+        """``step``'s checked value for the template context ``ctx``: drawn up to
+        ``max_samples`` times; raises Rejected with the last draw's first problem."""
+        messages = self.prompts.render(step.name, ctx) if self.llm else None
+        checked = Checked()
+        for sample in range(self.config.max_samples):
+            answer = await self._draw(step, ctx, messages, sample)
+            checked = TRUNCATED if answer is None else step.check(answer, ctx)
+            if not checked.problems:
+                return checked.value
+        raise Rejected(step.name, checked.problems[0], checked.text)
+
     # ---- the two flows ----
-    async def _item(self, item_id: str) -> Outcome:
-        from synth.prompts import OutputFormatError, clean_generation, item_context, paragraph_problems
+    def opening(self, index: int) -> tuple[Step, dict]:
+        """Record ``index``'s first step and that step's template context."""
+        kind, what = self.records[index]
+        if kind == ITEM:
+            return self.steps.item_analysis, item_context(self.items[what], self.sid_str[what])
+        return self.steps.user_reasoning, user_context(what, self.items, self.sids)
 
-        sid = self.sid_str[item_id]
-        ctx = item_context(self.items[item_id], sid)
-        messages = self.prompts.render("item_analysis", ctx)
-        insights, reason, last = None, "", ""
-        for sample in range(self.config.max_samples):
-            last = await self._text("item_analysis", messages, ctx, sample)
-            if last is None:
-                reason, last = "truncated", ""
-                continue
-            try:
-                insights = self.prompts.parse_item_analysis(last)
-                break
-            except OutputFormatError as e:
-                reason = getattr(e, "reason", "bad_json") or "bad_json"
-        if insights is None:
-            return Outcome("rejected", stage="item_analysis", reason=reason, text=last)
-        ctx2 = {**ctx, "insights": insights}
-        messages = self.prompts.render("item_integration", ctx2)
-        for sample in range(self.config.max_samples):
-            raw = await self._text("item_integration", messages, ctx2, sample)
-            text = clean_generation(raw or "")
-            problems = (["truncated"] if raw is None
-                        else paragraph_problems(text) + self.catalog.sid_only_problems(text, [item_id]))
-            if not problems:
-                return Outcome("written", {"item_id": item_id, "sid": sid, "text": text,
-                                           "insights": insights})
-            reason, last = problems[0], text
-        return Outcome("rejected", stage="item_integration", reason=reason, text=last)
+    async def _item(self, index: int, item_id: str) -> Outcome:
+        step, ctx = self.opening(index)
+        insights = await self.run_step(step, ctx)
+        text = await self.run_step(self.steps.item_integration, {**ctx, "insights": insights})
+        return Outcome("written", {"item_id": item_id, "sid": ctx["sid"], "text": text, "insights": insights})
 
-    async def _user(self, s: Sample) -> Outcome:
-        from synth.prompts import clean_generation, paragraph_problems, user_context
-
-        ctx = user_context(s, self.items, self.sids)
-        messages = self.prompts.render("user_reasoning", ctx)
-        reasoning, reason, last = None, "", ""
-        for sample in range(self.config.max_samples):
-            raw = await self._text("user_reasoning", messages, ctx, sample)
-            text = clean_generation(raw or "")
-            problems = (["truncated"] if raw is None
-                        else self.catalog.leak_problems(text, s.target, s.history) if text.strip()
-                        else ["empty_after_cleaning"])
-            if not problems:
-                reasoning = text
-                break
-            reason, last = problems[0], text
-        if reasoning is None:
-            return Outcome("rejected", stage="user_reasoning", reason=reason, text=last)
-        ctx2 = {**ctx, "reasoning": reasoning}
-        messages = self.prompts.render("user_narrative", ctx2)
-        for sample in range(self.config.max_samples):
-            raw = await self._text("user_narrative", messages, ctx2, sample)
-            text = clean_generation(raw or "")
-            problems = ["truncated"] if raw is None else (paragraph_problems(text) + self.catalog.sid_only_problems(text, s.history)
-                        + self.catalog.leak_problems(text, s.target, s.history))
-            if not problems:
-                return Outcome("written", {"user_id": s.user_id, "history": list(s.history),
-                                           "target": s.target, "reasoning": reasoning, "text": text})
-            reason, last = problems[0], text
-        return Outcome("rejected", stage="user_narrative", reason=reason, text=last)
+    async def _user(self, index: int, s: Sample) -> Outcome:
+        step, ctx = self.opening(index)
+        reasoning = await self.run_step(step, ctx)
+        text = await self.run_step(self.steps.user_narrative, {**ctx, "reasoning": reasoning})
+        return Outcome("written", {"user_id": s.user_id, "history": list(s.history), "target": s.target,
+                                   "reasoning": reasoning, "text": text})
 
     async def _record(self, index: int) -> Outcome:
         kind, what = self.records[index]
         try:
-            return await (self._item(what) if kind == ITEM else self._user(what))
+            return await (self._item(index, what) if kind == ITEM else self._user(index, what))
+        except Rejected as r:
+            return Outcome("rejected", stage=r.stage, reason=r.reason, text=r.text)
         except TeacherError as e:
             if e.fatal:  # no request of this run can succeed: stop sending
                 self.fatal = self.fatal or e
@@ -369,16 +406,19 @@ class Engine:
 
     async def run_async(self) -> RunResult:
         cfg = self.config
-        self.teacher = make_teacher(cfg.teacher_config(), self.catalog, batch=cfg.batch)
+        if self.llm:
+            self.teacher = make_teacher(cfg.teacher_config(), batch=cfg.batch)
         if cfg.dry_run:
             return self._dry_run()
-        await self.teacher.start()  # preflight: fails fast, before anything is queued
-        self.cache = ResponseCache(cfg.cache_dir) if self.teacher.cacheable else None
+        if self.teacher is not None:
+            await self.teacher.start()  # preflight: fails fast, before anything is queued
+            self.cache = ResponseCache(cfg.cache_dir)
         self._t0 = time.monotonic()
         results: list[Outcome | None] = [None] * len(self.records)
         queue = list(range(len(self.records)))[::-1]  # pop() from the end = record order
-        # Batch API: every record in flight at once, so each stage goes out as one batch.
-        n_workers = len(self.records) if self.teacher.transport == "batch" else cfg.concurrency
+        # Batch API: every record in flight at once, so each step goes out as one batch.
+        batch_api = self.teacher is not None and self.teacher.transport == "batch"
+        n_workers = len(self.records) if batch_api else cfg.concurrency
         workers = [asyncio.create_task(self._worker(queue, results))
                    for _ in range(max(1, min(n_workers, len(self.records))))]
         ticker = asyncio.create_task(self._ticker())
@@ -392,7 +432,8 @@ class Engine:
                 await ticker
             if self.cache is not None:
                 self.cache.close()
-            await self.teacher.aclose()
+            if self.teacher is not None:
+                await self.teacher.aclose()
         if cfg.progress:
             print(("\r" if sys.stderr.isatty() else "") + self.progress_line(), file=sys.stderr, flush=True)
         if self.fatal is not None:
@@ -402,91 +443,112 @@ class Engine:
 
     # ---- the corpus ----
     def _finish(self, results: list[Outcome | None]) -> RunResult:
+        assert all(r is not None for r in results)
+        self._drop_near_duplicates(results)
+        tally = self._tally(results)
+        manifest = self._manifest(tally)
+        out = write_corpus(corpus_dir(self.dataset.name, self.config.teacher, self.config.corpora_dir),
+                           tally.items, tally.users, tally.rejected, manifest)
+        if tally.unfinished:
+            return RunResult(manifest, out, 3, f"budget reached (${self.stats.spent_usd:.4f} of "
+                             f"${self.config.budget_usd:g}); {tally.unfinished} records unfinished; "
+                             "re-run to resume")
+        return RunResult(manifest, out, 0, self._summary(manifest, out))
+
+    def _drop_near_duplicates(self, results: list[Outcome]) -> None:
+        """Reject, in place, written records whose text near-duplicates an earlier one's."""
+        if not self._dedup_on():
+            return
         from synth.dedup import near_duplicate_indices
 
-        cfg = self.config
-        assert all(r is not None for r in results)
         written = [i for i, r in enumerate(results) if r.status == "written"]
-        dedup = cfg.dedup if cfg.dedup is not None else self.teacher.transport != METADATA
-        # The rule-based baseline writes every text from one template, so MinHash would call
-        # most of them duplicates; dedup is there to catch an LLM teacher repeating itself.
-        dup = near_duplicate_indices([results[i].record["text"] for i in written]) if dedup else set()
-        for j in sorted(dup):
+        for j in sorted(near_duplicate_indices([results[i].record["text"] for i in written])):
             i = written[j]
-            r = results[i]
-            results[i] = Outcome("rejected", stage="dedup", reason="near_duplicate", text=r.record["text"])
-        items, users, rejected = [], [], []
-        rejected_by: dict[str, int] = {}
-        failed_by: dict[str, int] = {}
-        unfinished = 0
+            results[i] = Outcome("rejected", stage="dedup", reason="near_duplicate", text=results[i].record["text"])
+
+    def _tally(self, results: list[Outcome]) -> Tally:
+        t = Tally()
         for i, r in enumerate(results):
             kind, what = self.records[i]
             if r.status == "written":
-                (items if kind == ITEM else users).append(r.record)
+                (t.items if kind == ITEM else t.users).append(r.record)
                 continue
             if r.status == "unfinished":
-                unfinished += 1
+                t.unfinished += 1
                 continue
-            _count(rejected_by if r.status == "rejected" else failed_by, r.reason)
+            _count(t.rejected_by if r.status == "rejected" else t.failed_by, r.reason)
             line = {"kind": kind, "index": i, "id": what if kind == ITEM else what.user_id,
                     "status": r.status, "stage": r.stage, "reason": r.reason,
                     "text": r.text[:REJECTED_TEXT_CHARS]}
             if r.detail:
                 line["detail"] = r.detail
-            rejected.append(line)
-        s = self.stats
-        prices = self.teacher.prices()
-        n_written = len(items) + len(users)
+            t.rejected.append(line)
+        return t
+
+    def _teacher_fields(self) -> dict:
+        """What the manifest says of the teacher: its route, structured output, endpoints, attempts."""
+        t = self.teacher
+        route = t.route if t is not None else resolve_route(METADATA)
+        return {
+            "route": {"provider": route.provider, "model": route.model, "api_base": safe_url(route.api_base),
+                      "transport": route.transport},
+            "structured_output": t.structured_summary() if t is not None else None,
+            "endpoints": t.pool.summary() if hasattr(t, "pool") else None,
+            "request_attempts": t.attempts if t is not None else self.stats.requests_sent,
+            "retries": dict(sorted(t.retries.items())) if t is not None else {},
+            "priced": t is None or t.prices() is not None,
+        }
+
+    def _manifest(self, tally: Tally) -> dict:
+        cfg, s = self.config, self.stats
+        prov = provenance({**to_dict(cfg), "api_base": safe_bases(cfg.api_base)},
+                          {name: self.dataset.path / name for name in DATASET_FILES})
+        teacher = self._teacher_fields()
+        n_written = len(tally.items) + len(tally.users)
         manifest = {
             "dataset": self.dataset.name,
             "teacher": cfg.teacher,
-            "route": {"provider": self.teacher.route.provider, "model": self.teacher.route.model,
-                      "api_base": safe_url(self.teacher.route.api_base),
-                      "transport": self.teacher.transport},
-            "structured_output": (self.teacher.structured_summary()
-                                  if self.teacher.transport != METADATA else None),
-            "endpoints": self.teacher.pool.summary() if hasattr(self.teacher, "pool") else None,
-            "complete": unfinished == 0,
+            "route": teacher["route"],
+            "structured_output": teacher["structured_output"],
+            "endpoints": teacher["endpoints"],
+            "complete": tally.unfinished == 0,
             "requested": len(self.records),
             "written": n_written,
-            "written_items": len(items),
-            "written_users": len(users),
+            "written_items": len(tally.items),
+            "written_users": len(tally.users),
             "requested_items": len(self.item_ids),
             "requested_users": len(self.samples),
-            "rejected": dict(sorted(rejected_by.items())),
-            "failed": sum(failed_by.values()),
-            "failed_reasons": dict(sorted(failed_by.items())),
-            "unfinished": unfinished,
+            "rejected": dict(sorted(tally.rejected_by.items())),
+            "failed": sum(tally.failed_by.values()),
+            "failed_reasons": dict(sorted(tally.failed_by.items())),
+            "unfinished": tally.unfinished,
             "cache_hits": s.cache_hits,
             "requests_sent": s.requests_sent,
-            "request_attempts": self.teacher.attempts,
-            "retries": dict(sorted(self.teacher.retries.items())),
+            "request_attempts": teacher["request_attempts"],
+            "retries": teacher["retries"],
             "truncated_answers": s.truncated,
             "tokens_in": s.tokens_in,
             "tokens_out": s.tokens_out,
             "cost_usd": round(s.cost_usd, 6),
             "spent_usd": round(s.spent_usd, 6),
-            "priced": prices is not None,
+            "priced": teacher["priced"],
             "batch": cfg.batch,
-            "dedup": dedup,
+            "dedup": self._dedup_on(),
             "generation": cfg.generation(),
             "prompt_hashes": self.prompt_hashes,
-            "dataset_files": dataset_hashes(self.dataset.path),
+            "dataset_files": {name: f["sha256"] for name, f in prov["inputs"].items()},
             "limit": cfg.limit,
             "concurrency": cfg.concurrency,
             "seed": cfg.seed,
-            "versions": package_versions(),
+            "versions": prov["versions"],
             "wall_time_s": round(time.monotonic() - self._t0, 3),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": command_line(),
+            "command": prov["command"],
+            "provenance": prov,
         }
-        assert manifest["requested"] == n_written + sum(rejected_by.values()) + manifest["failed"] + unfinished
-        out = write_corpus(corpus_dir(self.dataset.name, cfg.teacher, cfg.corpora_dir),
-                           items, users, rejected, manifest)
-        if unfinished:
-            return RunResult(manifest, out, 3, f"budget reached (${s.spent_usd:.4f} of "
-                             f"${cfg.budget_usd:g}); {unfinished} records unfinished; re-run to resume")
-        return RunResult(manifest, out, 0, self._summary(manifest, out))
+        assert manifest["requested"] == (n_written + sum(tally.rejected_by.values()) + manifest["failed"]
+                                         + tally.unfinished)
+        return manifest
 
     def _summary(self, manifest: dict, out: Path) -> str:
         """The closing line: what was written, and what to change when something went wrong."""
@@ -505,25 +567,15 @@ class Engine:
 
     def _dry_run(self) -> RunResult:
         """Requests, tokens and dollars if every first answer passes; nothing is sent."""
-        from synth.prompts import item_context, user_context
-
-        cfg, n_req, t_in, t_out = self.config, 0, 0, 0
-        for kind, what in self.records:
-            if kind == ITEM:
-                ctx = item_context(self.items[what], self.sid_str[what])
-                step = "item_analysis"
-            else:
-                ctx = user_context(what, self.items, self.sids)
-                step = "user_reasoning"
-            msgs = self.prompts.render(step, ctx)
-            r = Request(step, msgs, ctx, cfg.temperature, cfg.max_tokens)
-            first = r.estimated_tokens()
-            # stage 2 sees roughly stage 1's prompt plus its answer; answers bounded by max_tokens
-            n_req += 2
+        cfg, t_in = self.config, 0
+        for index in range(len(self.records)):
+            step, ctx = self.opening(index)
+            first = estimated_tokens(self.prompts.render(step.name, ctx))
+            # the second step sees roughly the first one's prompt plus its answer (at most max_tokens)
             t_in += first + (first + cfg.max_tokens)
-            t_out += 2 * cfg.max_tokens
-        cost = self.teacher.cost_usd(t_in, t_out, batch=cfg.batch)
-        priced = self.teacher.prices() is not None
+        n_req, t_out = 2 * len(self.records), 2 * cfg.max_tokens * len(self.records)
+        cost = self.teacher.cost_usd(t_in, t_out, batch=cfg.batch) if self.teacher is not None else 0.0
+        priced = self.teacher is None or self.teacher.prices() is not None
         manifest = {"dry_run": True, "teacher": cfg.teacher, "dataset": self.dataset.name,
                     "records": len(self.records), "requests": n_req, "tokens_in_est": t_in,
                     "tokens_out_max": t_out, "cost_usd_max": round(cost, 4), "priced": priced}
@@ -536,7 +588,7 @@ class Engine:
 
 
 def run(config: SynthConfig) -> RunResult:
-    """Run the engine on uvloop when installed (a cheaper event loop per request)."""
+    """Set up an engine for ``config`` and run it (``run_engine``)."""
     return run_engine(Engine(config))
 
 
@@ -544,9 +596,9 @@ def run_engine(engine: Engine) -> RunResult:
     """Run an engine already set up (dataset, catalogue, imports), on uvloop when installed.
 
     The objects alive after set-up (litellm's and datasketch's modules, the catalogue's
-    automaton: hundreds of thousands) are frozen out of the cyclic garbage collector for
-    the run: its full collections walked them over and over while the requests churned
-    (gc.freeze: 10-20% less engine CPU per request in the bench). Unfrozen afterwards."""
+    automaton) are frozen out of the cyclic garbage collector for the run, so its full
+    collections do not walk them again and again while the requests churn (the effect is
+    measured in bench/README.md). Unfrozen afterwards."""
     factory = None
     try:
         import uvloop

@@ -1,4 +1,4 @@
-"""Small file helpers shared by every stage: atomic writes, JSON lines, hashes.
+"""Small file helpers shared by every stage: atomic writes, JSON lines, file hashes.
 
 Everything the toolkit writes goes through ``atomic_write``: a temporary file in the
 same folder, fsync, then ``os.replace``. A run killed at any moment leaves either the
@@ -77,16 +77,6 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
                 raise ValueError(f"{path}:{lineno}: not a JSON record ({e.msg})") from e
 
 
-def count_lines(path: str | os.PathLike) -> int:
-    """Count non-empty lines without loading the file."""
-    n = 0
-    with open(path, "rb") as f:
-        for line in f:
-            if line.strip():
-                n += 1
-    return n
-
-
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -94,6 +84,3 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
             h.update(block)
     return h.hexdigest()
 
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -1,7 +1,8 @@
 """TEACHER=metadata: the paper's rule-based baseline (Table 5). No LLM, deterministic, offline.
 
-It answers the same four steps as an LLM teacher, from the metadata alone, so the rest
-of the pipeline (cache, checks, dedup, corpus files) runs unchanged and anywhere:
+Each of the four steps (``synth.steps``) has a rule here that computes the step's answer
+from the step's template context, so the rest of the pipeline (checks, dedup, corpus files)
+runs unchanged and anywhere; nothing is rendered, sent or cached:
 
 - item_analysis: JSON insights built from the brand, categories, description sentences
   and the most frequent description words;
@@ -12,15 +13,15 @@ of the pipeline (cache, checks, dedup, corpus files) runs unchanged and anywhere
 - user_narrative: recites the SID history, then the reasoning, in one paragraph.
 
 Text taken from the description is kept only when it holds no run of three words of
-the item's own title and none of its model numbers; when the engine passes the run's
-``Catalog``, sentences holding any catalogue title fragment are dropped as well.
+the item's own title and none of its model numbers; given the run's ``Catalog``,
+sentences holding any catalogue title fragment are dropped as well.
 """
 from __future__ import annotations
 
 import json
 import re
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from synth.checks import STOPWORDS, normalize, segments
 
@@ -47,15 +48,9 @@ def metadata_answer(step: str, context: dict, catalog: "Catalog | None" = None) 
     """What a teacher would answer for ``step`` given the template ``context``.
 
     JSON text for item_analysis; a SID-only paragraph for the other steps."""
-    if step == "item_analysis":
-        return json.dumps(_item_insights(context, catalog), ensure_ascii=False)
-    if step == "item_integration":
-        return _item_paragraph(context, catalog)
-    if step == "user_reasoning":
-        return _user_reasoning(context, catalog)
-    if step == "user_narrative":
-        return _user_narrative(context, catalog)
-    raise ValueError(f"unknown step {step!r} for the metadata teacher")
+    if step not in RULES:
+        raise ValueError(f"unknown step {step!r} for the metadata teacher")
+    return RULES[step](context, catalog)
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -171,7 +166,7 @@ def _item_insights(ctx: dict, catalog: "Catalog | None") -> dict:
     }
 
 
-def _item_paragraph(ctx: dict, catalog: "Catalog | None") -> str:
+def _item_paragraph(ctx: dict, catalog: "Catalog | None" = None) -> str:
     sid, title, brand = ctx["sid"], ctx.get("title", ""), ctx.get("brand", "")
     ins = ctx.get("insights") or _item_insights(ctx, catalog)
     kind = item_kind(title, brand)
@@ -259,3 +254,16 @@ def _user_narrative(ctx: dict, catalog: "Catalog | None" = None) -> str:
     reasoning = (ctx.get("reasoning") or "").strip() or _user_reasoning(ctx, catalog)
     opening = f"This user has interacted with {', '.join(sids)}, in that order."
     return f"{opening} Reading this history as an analyst: {reasoning}"
+
+
+def _item_analysis(ctx: dict, catalog: "Catalog | None" = None) -> str:
+    return json.dumps(_item_insights(ctx, catalog), ensure_ascii=False)
+
+
+# step name -> rule(context, catalog) -> the answer's text
+RULES: dict[str, Callable[[dict, "Catalog | None"], str]] = {
+    "item_analysis": _item_analysis,
+    "item_integration": _item_paragraph,
+    "user_reasoning": _user_reasoning,
+    "user_narrative": _user_narrative,
+}

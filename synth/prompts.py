@@ -22,6 +22,7 @@ from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2 import meta as jinja2_meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from synth.errors import UserError
 from synth.sid import sid_string
 
 if TYPE_CHECKING:
@@ -34,6 +35,10 @@ SCHEMA_FILE = "item_analysis.schema.json"
 # Approximate tokens: a word is about 1.3 tokens, and a "word" of a hostile text may be
 # a 100 KB run without spaces, so a hard character cap bounds the prompt as well.
 CHARS_PER_TOKEN_CAP = 6
+
+
+class PromptsError(UserError, FileNotFoundError):
+    """A prompt folder that lacks templates: names them and what to do."""
 
 
 class OutputFormatError(ValueError):
@@ -69,9 +74,9 @@ class PromptSet:
         if not (self.directory / SCHEMA_FILE).is_file():
             missing.append(SCHEMA_FILE)
         if missing:
-            raise FileNotFoundError(
+            raise PromptsError(
                 f"prompt folder {self.directory} lacks {', '.join(missing)}: "
-                f"copy them from {DEFAULT_DIR} or point PROMPTS_DIR at a complete folder"
+                f"copy them from {DEFAULT_DIR} or point PROMPTS_DIR (--prompts-dir) at a complete folder"
             )
         # Sandboxed, immutable, strict: a template may not touch Python internals or
         # mutate its data, and a missing variable is an error instead of an empty string.
@@ -87,9 +92,8 @@ class PromptSet:
             (step, role): self.env.get_template(f"{step}.{role}.j2")
             for step in STEPS for role in ("system", "user")
         }
-        # A template that reads no variable renders the same text every time: render it
-        # once. (Profile, 5,000 requests: the sandboxed render was ~0.3 ms a request, half
-        # of it building the context of the constant system prompts.)
+        # A template that reads no variable renders the same text every time: render it once
+        # (a sandboxed render costs mostly the building of its context, per request).
         self._constant: dict[tuple[str, str], str] = {}
         for (step, role), template in self._templates.items():
             source = (self.directory / f"{step}.{role}.j2").read_text(encoding="utf-8")
@@ -227,14 +231,13 @@ def clean_generation(text: str) -> str:
 
 
 class FastValidator:
-    """jsonschema's verdict at a fraction of its cost for the simple schemas stage 1 uses.
+    """jsonschema's verdict at a fraction of its cost, for the simple schemas stage 1 uses.
 
-    The profile (5,000 requests end to end) put ``jsonschema``'s validation of the stage-1
-    JSON as the engine's largest single cost: ~1.7 ms an item, for an object of five
-    strings and string lists. This compiles a schema made only of the keywords below into
-    plain Python checks (~20 us); a schema with any other keyword is left to jsonschema.
-    Only the yes/no runs here: an invalid answer (rare) is re-checked by jsonschema for
-    its error messages, so those are jsonschema's exactly."""
+    Validating every stage-1 answer with ``jsonschema`` costs more CPU than the rest of the
+    engine's work on it (bench/README.md), so a schema made only of the keywords below is
+    compiled into plain Python checks; a schema with any other keyword is left to
+    jsonschema. Only the yes/no runs here: an invalid answer (rare) is re-checked by
+    jsonschema for its error messages, so those are jsonschema's exactly."""
 
     KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties", "items", "minItems",
                           "maxItems", "minLength", "maxLength", "enum", "description", "title"})

@@ -20,7 +20,8 @@ from typing import Any, Iterable, Mapping
 from synth.io import sha256_file
 
 PACKAGES = ("sidreasoner-toolkit", "torch", "transformers", "trl", "accelerate", "datasets", "litellm",
-            "openai", "aiohttp", "tenacity", "jinja2", "datasketch", "numpy", "sentence-transformers")
+            "openai", "aiohttp", "tenacity", "jinja2", "datasketch", "numpy", "sentence-transformers",
+            "orjson", "uvloop")
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -144,7 +144,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls, section: str | None = No
         flags = [flag, *f.metadata.get("flags", ())]
         inner, _ = _optional(types_[f.name])
         default = f.default if f.default is not dataclasses.MISSING else "(computed)"
-        help_ = f"{help_of(f)} (default: {default})".strip()
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        help_ = f"{help_of(f)} ({'required' if required else f'default: {default}'})".strip()
         if inner is bool:
             group.add_argument(*flags, dest=dest, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_)

@@ -2,7 +2,8 @@
 
 A teacher is named by a litellm model string (``gpt-4o-mini``, ``ollama/qwen3:8b``,
 ``hosted_vllm/Qwen/Qwen3-32B``, ``openai/<name>`` with ``API_BASE``, anything litellm
-routes) or ``metadata`` (the paper's rule-based baseline: no network, deterministic).
+routes) or ``metadata`` (the paper's rule-based baseline: no network, deterministic, and no
+transport here: each step computes its answer, ``synth.metadata_teacher``).
 
 litellm decides the route (provider, provider-local model name, default API base) and the
 price (its bundled price map). OpenAI-compatible providers (OpenAI, vLLM, SGLang, Ollama's
@@ -43,8 +44,9 @@ import aiohttp
 import orjson
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
-from synth.errors import UserError
+from synth.cache import Completion
 from synth.endpoints import Endpoint, EndpointPool, safe_url, split_bases
+from synth.errors import UserError
 from synth.ratelimit import RateLimiter
 from synth.structured import AUTO, PROMPT, next_mode, rejects_shape, shape_body, start_mode
 
@@ -115,35 +117,24 @@ class TeacherError(Exception):
         self.fatal = fatal
 
 
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    tokens_in: int = 0
-    tokens_out: int = 0
-    finish_reason: str = "stop"
-
-    @property
-    def truncated(self) -> bool:
-        """The answer hit ``max_tokens``: not a finished text."""
-        return self.finish_reason == "length"
+def estimated_tokens(messages: list[dict]) -> int:
+    """Prompt tokens, at ~4 characters a token for English: enough for TPM pacing and DRY_RUN."""
+    return sum(len(m["content"]) for m in messages) // 4 + 8 * len(messages)
 
 
 @dataclass(frozen=True)
 class Request:
-    """What the engine asks: the step, its rendered messages, the template context (for
-    the metadata teacher) and the generation parameters."""
+    """What the engine asks: the step, its rendered messages and the generation parameters."""
 
     step: str
     messages: list[dict]
-    context: dict
     temperature: float
     max_tokens: int
     seed: int | None = None
     response_format: dict | None = None
 
     def estimated_tokens(self) -> int:
-        # ~4 characters per token for English; good enough for TPM pacing and DRY_RUN.
-        return sum(len(m["content"]) for m in self.messages) // 4 + 8 * len(self.messages)
+        return estimated_tokens(self.messages)
 
 
 @dataclass(frozen=True)
@@ -159,7 +150,9 @@ class Route:
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    teacher: str = METADATA
+    """How requests travel; ``synth.engine.SynthConfig`` takes these defaults for its fields."""
+
+    teacher: str                    # a litellm model string (TEACHER)
     api_base: str | None = None
     concurrency: int = 64
     timeout: float = 120.0          # seconds per request (per attempt)
@@ -258,10 +251,6 @@ class Teacher:
     @property
     def name(self) -> str:
         return self.route.teacher
-
-    @property
-    def cacheable(self) -> bool:
-        return True
 
     async def start(self) -> None:
         """Preflight: raises PreflightError fast when the teacher cannot work."""
@@ -368,8 +357,6 @@ class Teacher:
     def prices(self) -> tuple[float, float] | None:
         """USD per input token and per output token, or None when litellm does not know
         the model (a local server: free)."""
-        if self.route.transport == METADATA:
-            return (0.0, 0.0)
         if self._prices is None:
             litellm = import_litellm()
             for name in (self.route.teacher, self.route.model, f"{self.route.provider}/{self.route.model}"):
@@ -389,27 +376,6 @@ class Teacher:
         p = self.prices() or (0.0, 0.0)
         cost = tokens_in * p[0] + tokens_out * p[1]
         return cost / 2 if batch else cost
-
-
-class MetadataTeacher(Teacher):
-    """TEACHER=metadata: the rule-based baseline, offline and deterministic."""
-
-    transport = METADATA
-
-    def __init__(self, config: TeacherConfig, route: Route, catalog=None):
-        super().__init__(config, route)
-        from synth.metadata_teacher import metadata_answer
-
-        self._answer = metadata_answer
-        self.catalog = catalog  # lets the baseline drop sentences holding any catalogue title
-
-    @property
-    def cacheable(self) -> bool:
-        return False  # deterministic and free: nothing to save by caching
-
-    async def complete(self, request: Request) -> Completion:
-        self.attempts += 1
-        return Completion(self._answer(request.step, request.context, self.catalog), 0, 0)
 
 
 class HTTPTeacher(Teacher):
@@ -705,7 +671,8 @@ class BatchTeacher(HTTPTeacher):
 
 
 class LiteLLMTeacher(Teacher):
-    """Providers that do not speak OpenAI's API: litellm.acompletion (slower, ~5 ms CPU/request)."""
+    """Providers that do not speak OpenAI's API: ``litellm.acompletion`` (several times the CPU
+    per request of the aiohttp transport)."""
 
     transport = "litellm"
 
@@ -771,12 +738,12 @@ class LiteLLMTeacher(Teacher):
                           int(getattr(usage, "completion_tokens", 0) or 0), finish)
 
 
-def make_teacher(config: TeacherConfig, catalog=None, batch: bool = False) -> Teacher:
-    """The teacher for ``config.teacher``; ``catalog`` (a synth.checks.Catalog) serves the metadata
-    one; ``batch`` picks the OpenAI Batch API."""
+def make_teacher(config: TeacherConfig, batch: bool = False) -> Teacher:
+    """The transport for ``config.teacher``; ``batch`` picks the OpenAI Batch API. The metadata
+    baseline has none: its steps answer from their context (``synth.steps``)."""
     route = resolve_route(config.teacher, config.api_base)
     if route.transport == METADATA:
-        return MetadataTeacher(config, route, catalog)
+        raise ValueError("TEACHER=metadata sends no requests: its answers are the steps' rules")
     if batch:
         if route.transport != "http" or route.provider != "openai":
             raise PreflightError(f"BATCH=1 needs an OpenAI teacher (the Batch API); TEACHER={config.teacher} "

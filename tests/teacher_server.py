@@ -228,7 +228,6 @@ class TeacherServer:
         self.requests += 1
         n = self.requests
         raw = await request.read()
-        digest = hashlib.sha256(raw).hexdigest()[:16]
         if not self._authorised(request):
             self._count("401")
             return web.Response(status=401, body=b'{"error":{"message":"bad key"}}')

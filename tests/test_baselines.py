@@ -7,9 +7,9 @@ import torch
 
 from synth.data.dataset import Dataset, Item, Sample, write_dataset
 from synth.data.importer import import_folder
+from train import report
 from train.baselines import popular, sasrec
 from train.baselines.__main__ import main as baselines_main
-from train import report
 
 
 def _dataset(tmp_path, name, items, splits) -> Dataset:

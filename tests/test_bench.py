@@ -2,8 +2,7 @@
 planted near duplicates found. Timings are not asserted (shared, noisy machine)."""
 import json
 
-from bench import SECTIONS
-from bench import dedup_bench
+from bench import SECTIONS, dedup_bench
 from bench.__main__ import main
 from bench.corpus import CorpusMaker
 from synth.dedup import near_duplicate_indices

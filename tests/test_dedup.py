@@ -1,16 +1,17 @@
 import random
 
-from synth.dedup import _edit, _synthetic_corpus, dedup_quality, near_duplicate_indices
+from bench.dedup_quality import dedup_quality, edit_words, synthetic_corpus
+from synth.dedup import near_duplicate_indices
 
 
 def _corpus(seed=0, n=300):
     rng = random.Random(seed)
-    base = [" ".join(w) for w in _synthetic_corpus(n, rng)]
+    base = [" ".join(w) for w in synthetic_corpus(n, rng)]
     dup_of = {}
     texts = list(base)
     for i in rng.sample(range(n), 30):
         dup_of[len(texts)] = i
-        texts.append(" ".join(_edit(base[i].split(), 0.03, rng)))
+        texts.append(" ".join(edit_words(base[i].split(), 0.03, rng)))
     return texts, dup_of
 
 
@@ -52,7 +53,7 @@ def test_quality_curve():
 
 import numpy as np  # noqa: E402
 
-from bench.dedup_bench import reference_words  # noqa: E402
+from bench.dedup_bench import duplicates_via_datasketch, reference_words  # noqa: E402
 from synth import dedup  # noqa: E402
 
 M64 = (1 << 64) - 1
@@ -110,14 +111,14 @@ def test_signature_does_not_depend_on_neighbours_or_chunking(monkeypatch):
 
 def test_numpy_banding_equals_datasketch_index():
     rng = random.Random(5)
-    base = [" ".join(w) for w in _synthetic_corpus(300, rng)]
+    base = [" ".join(w) for w in synthetic_corpus(300, rng)]
     texts = list(base)
     for rate in (0.02, 0.08, 0.12, 0.15, 0.2):  # around the threshold: both sides of it
         for i in rng.sample(range(300), 15):
-            texts.append(" ".join(_edit(base[i].split(), rate, rng)))
+            texts.append(" ".join(edit_words(base[i].split(), rate, rng)))
     texts += texts[:5]  # exact copies too
     sig = dedup.signatures(texts)
     ours = dedup.duplicates_from_signatures(sig)
-    assert ours == dedup.duplicates_via_datasketch(sig)
+    assert ours == duplicates_via_datasketch(sig)
     assert {len(texts) - 5 + k for k in range(5)} <= ours
     assert dedup.lsh_params(0.5, 128) == (32, 4)

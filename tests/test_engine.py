@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.synth_fixtures import make_dataset  # noqa: E402
-from tests.teacher_server import ServerConfig, TeacherServer, free_port  # noqa: E402
-
 from synth.__main__ import main  # noqa: E402
 from synth.engine import SynthConfig, run  # noqa: E402
+from tests.synth_fixtures import make_dataset  # noqa: E402
+from tests.teacher_server import ServerConfig, TeacherServer, free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS_FILES = ("items.jsonl", "users.jsonl", "rejected.jsonl")

@@ -1,6 +1,5 @@
 """FROM= import of the MiniOneRec/SIDReasoner layout, on the real shared data and on bad input."""
 import json
-import shutil
 
 import pytest
 

@@ -5,7 +5,7 @@ import torch
 from train.model import build_tiny, load_model
 from train.templates import rec_messages, render_prompt, task_messages
 
-VOCAB = [f"<{l}_{c}>" for l in "abc" for c in range(8)]
+VOCAB = [f"<{level}_{c}>" for level in "abc" for c in range(8)]
 
 
 @pytest.fixture(scope="module")

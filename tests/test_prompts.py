@@ -3,8 +3,15 @@ import shutil
 import pytest
 
 from synth.data.dataset import Item, Sample
-from synth.prompts import (STEPS, OutputFormatError, PromptSet, clean_generation, item_context,
-                           parse_item_analysis, user_context)
+from synth.prompts import (
+    STEPS,
+    OutputFormatError,
+    PromptSet,
+    clean_generation,
+    item_context,
+    parse_item_analysis,
+    user_context,
+)
 
 INSIGHTS = {"refined_description": "A pen.", "primary_use_cases": ["notes"],
             "target_audiences": ["students"], "key_features": ["smooth"],

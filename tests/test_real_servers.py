@@ -5,13 +5,9 @@ answers, pass EXTRA_BODY through, spread requests over several endpoints."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-from tests.synth_fixtures import make_dataset  # noqa: E402
-from tests.teacher_server import ServerConfig, TeacherServer  # noqa: E402
 
 from synth.__main__ import main  # noqa: E402
 from synth.endpoints import EndpointPool, split_bases  # noqa: E402
@@ -19,6 +15,8 @@ from synth.engine import SynthConfig, run  # noqa: E402
 from synth.prompts import PromptSet  # noqa: E402
 from synth.structured import JSON_OBJECT, JSON_SCHEMA, PROMPT, next_mode, rejects_shape, shape_body  # noqa: E402
 from synth.teacher import PreflightError  # noqa: E402
+from tests.synth_fixtures import make_dataset  # noqa: E402
+from tests.teacher_server import ServerConfig, TeacherServer  # noqa: E402
 
 CONCURRENCY = 4
 

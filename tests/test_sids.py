@@ -278,13 +278,13 @@ def test_cli_writes_sids_stats_and_weights(tmp_path, capsys):
 def test_cli_unknown_embedder_fails_clearly(tmp_path, capsys):
     _tiny_dataset(tmp_path, n=4)
     argv = ["--dataset", "tiny", "--data-dir", str(tmp_path), "--embedder", str(tmp_path / "no-model")]
-    assert sids_main(argv) == 1
+    assert sids_main(argv) == 2  # bad input: exit 2, as every CLI
     err = capsys.readouterr().err
     assert "could not load embedder" in err and "--embedder" in err
     assert not (tmp_path / "tiny" / "sids.json").exists()
 
 
 def test_cli_missing_dataset_fails_clearly(tmp_path, capsys):
-    assert sids_main(["--dataset", "nope", "--data-dir", str(tmp_path)]) == 1
+    assert sids_main(["--dataset", "nope", "--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "items.jsonl not found" in err and "make data DATASET=nope" in err

@@ -3,25 +3,28 @@ routing, pricing, rate limits. Every request goes through the production client 
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import time
 from email.utils import formatdate
-from pathlib import Path
 
 import pytest
 
-from tests.teacher_server import ServerConfig, TeacherServer, free_port  # noqa: E402
-
 from synth.ratelimit import RateLimiter, TokenBucket  # noqa: E402
-from synth.teacher import (PreflightError, Request, TeacherConfig, TeacherError, make_teacher,  # noqa: E402
-                           parse_retry_after, resolve_route)
+from synth.teacher import (  # noqa: E402
+    PreflightError,
+    Request,
+    TeacherConfig,
+    TeacherError,
+    make_teacher,
+    parse_retry_after,
+    resolve_route,
+)
+from tests.teacher_server import ServerConfig, TeacherServer, free_port  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "History: <a_1><b_2> then <a_3><b_4>\nHidden next item: Blue Lamp <a_9><b_9>"}]
 
 
 def _request(seed: int = 1) -> Request:
-    return Request("user_narrative", PROMPT, {}, 0.7, 64, seed)
+    return Request("user_narrative", PROMPT, 0.7, 64, seed)
 
 
 async def _complete(base: str, n: int = 1, **cfg):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from synth.data.dataset import Dataset
-from synth.io import write_json, write_jsonl
+from synth.io import write_jsonl
 from synth.sid import sid_string
 
 REPO = Path(__file__).resolve().parents[1]

@@ -2,13 +2,13 @@
 
 Prompt: THE recommendation prompt (``rec_messages``); response ``<think>`` reasoning ``</think>``
 then the target SID; the loss covers the whole answer including ``<|im_end|>`` (as released).
-One epoch by default (the paper; the released code used 5: ``ActivateConfig.epochs``).
+Rows: ``train.tasks.activate_rows``.
 """
 from __future__ import annotations
 
-from train.align import run_sft
 from train.config import ActivateConfig
+from train.sft import run_sft
 
 
-def run_activate(model_dir, out_dir, train_rows, cfg: ActivateConfig) -> dict:
+def run_activate(model_dir, out_dir, train_rows: list[dict], cfg: ActivateConfig) -> dict:
     return run_sft(model_dir, out_dir, train_rows, None, cfg)

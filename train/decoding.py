@@ -40,6 +40,7 @@ from typing import Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from train.config import MODES
 from train.reward import THINK_END
 from train.templates import EMPTY_THINK  # Qwen3's non-thinking form, as the chat template renders it
 from train.trie import SidTrie
@@ -50,7 +51,6 @@ THINK_START = "<think>\n"
 END_TOKEN = "<|im_end|>"
 # Finished beams scoring below this come from transformers' padding ("dead") beams, not from the model.
 PADDING_SCORE = -1e8
-MODES = ("direct", "thinking")
 
 
 @dataclass
@@ -83,27 +83,29 @@ class DecodeConfig:
 # tokens
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class _Ids:
+class TokenIds:
     end: int
     pad: int
     think_end: int | None
 
 
-def _ids(tokenizer) -> _Ids:
+def token_ids(tokenizer) -> TokenIds:
+    """The end, pad and ``</think>`` ids decoding needs."""
     vocab = tokenizer.get_vocab()
     end = vocab.get(END_TOKEN, tokenizer.eos_token_id)
     if end is None:
         raise ValueError(f"tokenizer has neither {END_TOKEN} nor an eos token: constrained decoding needs an end token")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end
-    return _Ids(end=end, pad=pad, think_end=vocab.get(THINK_END))
+    return TokenIds(end=end, pad=pad, think_end=vocab.get(THINK_END))
 
 
-def _encode(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+def encode(tokenizer, texts: Sequence[str]) -> list[list[int]]:
     # Prompts are already chat-templated: their control tokens are text, no BOS/EOS added.
     return list(tokenizer(list(texts), add_special_tokens=False)["input_ids"])
 
 
-def _left_pad(seqs: Sequence[Sequence[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(seqs: Sequence[Sequence[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input ids, attention mask) of ``seqs`` padded on the left to one width."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -114,7 +116,8 @@ def _left_pad(seqs: Sequence[Sequence[int]], pad: int, device) -> tuple[torch.Te
     return ids.to(device), mask.to(device)
 
 
-def _model_device(model) -> torch.device:
+def model_device(model) -> torch.device:
+    """Where the model's parameters live."""
     try:
         return next(model.parameters()).device
     except StopIteration:  # pragma: no cover - a model without parameters
@@ -176,7 +179,7 @@ class TrieLogitsProcessor(LogitsProcessor):
         return scores + mask
 
 
-def _prompt_cache(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_beams: int):
+def prompt_cache(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_beams: int):
     """KV cache of every prompt but its last token, computed once and repeated for each beam.
 
     ``generate(num_beams=k)`` copies each prompt k times before its prefill, so the prompt (most
@@ -203,13 +206,13 @@ def constrained_beam_search(
     padding beams removed (not deduplicated, not mapped to items: the raw output, for tests).
 
     ``share_prompt``: run the prompt through the model once per prompt, not once per beam (see
-    ``_prompt_cache``); same beams and scores, up to float rounding."""
-    device = _model_device(model)
-    input_ids, attention_mask = _left_pad(prompt_ids, pad_id, device)
+    ``prompt_cache``); same beams and scores, up to float rounding."""
+    device = model_device(model)
+    input_ids, attention_mask = left_pad(prompt_ids, pad_id, device)
     prompt_len = input_ids.shape[1]
     extra = {}
     if share_prompt and prompt_len > 1:
-        cache = _prompt_cache(model, input_ids, attention_mask, num_beams)
+        cache = prompt_cache(model, input_ids, attention_mask, num_beams)
         if cache is not None:
             extra["cache"] = cache
     out = model.generate(
@@ -258,7 +261,7 @@ def _rank_items(beams: list[tuple[tuple[int, ...], float]], trie: SidTrie, num_r
     return items[:num_return]
 
 
-def _beam_batches(model, ids: list[list[int]], trie: SidTrie, cfg: DecodeConfig, tok_ids: _Ids,
+def _beam_batches(model, ids: list[list[int]], trie: SidTrie, cfg: DecodeConfig, tok_ids: TokenIds,
                   what: str = "beam search") -> list[list[str]]:
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths together: less padding
     out: list[list[str] | None] = [None] * len(ids)
@@ -278,7 +281,8 @@ def _beam_batches(model, ids: list[list[int]], trie: SidTrie, cfg: DecodeConfig,
 # ---------------------------------------------------------------------------------------------
 # reasoning
 # ---------------------------------------------------------------------------------------------
-def _with_suffix(prompt: str, suffix: str) -> str:
+def with_suffix(prompt: str, suffix: str) -> str:
+    """``prompt`` opening the think block the mode needs (``suffix``), unless it already ends so."""
     # A template that already opened (or closed) the think block is not given a second one.
     if prompt.endswith(suffix):
         return prompt
@@ -293,22 +297,22 @@ def think(model, tokenizer, prompt_texts: Sequence[str], cfg: DecodeConfig, *, s
     """Reasoning step of thinking mode: per prompt (``n`` times each, consecutive, when sampling),
     the token ids of ``prompt + "<think>\\n" + reasoning + "</think>\\n\\n"``, ready for the SID
     beam search. Greedy unless ``sample``; reasoning capped at ``max_think_tokens``."""
-    tok_ids = _ids(tokenizer)
+    tok_ids = token_ids(tokenizer)
     if tok_ids.think_end is None:
         raise ValueError(f"tokenizer has no single {THINK_END} token: thinking mode needs one (Qwen3 and MODEL=tiny have it)")
     if n > 1 and not sample:
         raise ValueError("think: n > 1 needs sample=True (greedy reasonings would all be equal)")
-    ids = _encode(tokenizer, [_with_suffix(p, THINK_START) for p in prompt_texts])
-    forced_end = _encode(tokenizer, ["\n" + THINK_END])[0]
-    after = _encode(tokenizer, ["\n\n"])[0]
+    ids = encode(tokenizer, [with_suffix(p, THINK_START) for p in prompt_texts])
+    forced_end = encode(tokenizer, ["\n" + THINK_END])[0]
+    after = encode(tokenizer, ["\n\n"])[0]
     stops = {tok_ids.think_end, tok_ids.end, tok_ids.pad}
-    device = _model_device(model)
+    device = model_device(model)
     out: list[list[int] | None] = [None] * (len(ids) * n)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     progress = _Progress(len(ids), "reasoning")
     for start in range(0, len(order), cfg.batch_size):
         chunk = order[start: start + cfg.batch_size]
-        input_ids, attention_mask = _left_pad([ids[i] for i in chunk], tok_ids.pad, device)
+        input_ids, attention_mask = left_pad([ids[i] for i in chunk], tok_ids.pad, device)
         kwargs = dict(do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0) if sample else dict(do_sample=False)
         gen = model.generate(
             input_ids=input_ids,
@@ -356,10 +360,10 @@ def recommend(model, tokenizer, prompt_texts: list[str], trie: SidTrie, cfg: Dec
         raise ValueError("recommend returns one ranking per prompt; with best_of_n > 1 call recommend_best_of_n")
     if not prompt_texts:
         return []
-    tok_ids = _ids(tokenizer)
+    tok_ids = token_ids(tokenizer)
     with _eval_mode(model):
         if cfg.mode == "direct":
-            ids = _encode(tokenizer, [_with_suffix(p, EMPTY_THINK) for p in prompt_texts])
+            ids = encode(tokenizer, [with_suffix(p, EMPTY_THINK) for p in prompt_texts])
         else:
             ids = think(model, tokenizer, prompt_texts, cfg)
         return _beam_batches(model, ids, trie, cfg, tok_ids, what=f"recommend ({cfg.mode})")
@@ -374,14 +378,8 @@ def recommend_best_of_n(model, tokenizer, prompt_texts: list[str], trie: SidTrie
     if not prompt_texts:
         return []
     n = cfg.best_of_n
-    tok_ids = _ids(tokenizer)
+    tok_ids = token_ids(tokenizer)
     with _eval_mode(model):
         ids = think(model, tokenizer, prompt_texts, cfg, sample=True, n=n)
         flat = _beam_batches(model, ids, trie, cfg, tok_ids, what=f"recommend (best-of-{n})")
     return [flat[i * n:(i + 1) * n] for i in range(len(prompt_texts))]
-
-
-def sid_tokens_of(tokenizer, sid: Sequence[int]) -> list[str]:
-    """Token ids of a SID back to its token strings (for logs and SID-level comparisons)."""
-    return tokenizer.convert_ids_to_tokens(list(sid))
-

@@ -1,9 +1,9 @@
 """Evaluation driver: THE recommendation prompt -> constrained decoding -> Recall/NDCG@5/10.
 
 Full-item ranking over every item of the dataset (the trie holds all SIDs, even with --limit).
-``metrics.json`` of a run: ``{"stages": {stage: {mode: {recall@5, ndcg@5, recall@10, ndcg@10, n,
-wall_s}}}, "train_wall_s": {stage: s}, ...}``. The direct mode after align is the non-reasoning
-SID recommender (the reference that shows what reasoning adds).
+Results are ``{mode: {recall@5, ndcg@5, recall@10, ndcg@10, n, wall_s}}`` per checkpoint, kept in
+the run's metrics.json (``train.records``). The direct mode after align is the non-reasoning SID
+recommender (the reference that shows what reasoning adds).
 """
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import logging
 import time
 from pathlib import Path
 
-from synth.io import read_json, write_json
 from train.config import EvalConfig
 
 log = logging.getLogger(__name__)
@@ -58,27 +57,14 @@ def evaluate_checkpoint(ckpt: str | Path, rows_fn, sids: dict[str, list[str]], m
     return results
 
 
-def update_metrics(path: str | Path, stage: str, results: dict, extra: dict | None = None) -> dict:
-    """Merge one stage's results into ``metrics.json`` (atomic rewrite)."""
-    path = Path(path)
-    data = read_json(path) if path.exists() else {"stages": {}}
-    data.setdefault("stages", {}).setdefault(stage, {}).update(results)
-    if extra:
-        for k, v in extra.items():
-            if isinstance(v, dict) and isinstance(data.get(k), dict):
-                data[k].update(v)
-            else:
-                data[k] = v
-    write_json(path, data)
-    return data
-
-
 def format_table(metrics: dict) -> str:
     """A markdown table of metrics.json (stage x mode)."""
     lines = ["| stage | mode | n | Recall@5 | NDCG@5 | Recall@10 | NDCG@10 | eval s |",
              "|---|---|---|---|---|---|---|---|"]
     for stage, modes in metrics.get("stages", {}).items():
         for mode, m in modes.items():
+            if not m:
+                continue
             lines.append(f"| {stage} | {mode} | {m['n']} | {m['recall@5']:.4f} | {m['ndcg@5']:.4f} | "
                          f"{m['recall@10']:.4f} | {m['ndcg@10']:.4f} | {m.get('wall_s', '')} |")
     return "\n".join(lines)

@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 
 from synth.io import write_json
-from train.align import _world_size, save_trained
 from train.config import GRPOStageConfig, grad_accum
+from train.dist import world_size
 from train.model import load_model
+from train.sft import save_trained
 
 log = logging.getLogger(__name__)
 
@@ -93,22 +94,18 @@ def make_recall_callback(rows: list[dict], trie, tokenizer, every: int, mode: st
     return RecallCallback()
 
 
-def grpo_args(cfg: GRPOStageConfig, out_dir: Path):
+def grpo_args(cfg: GRPOStageConfig, out_dir: Path, reward_weights: list[float]):
+    """TRL's GRPOConfig for ``cfg`` (resolved)."""
     from trl import GRPOConfig
 
-    world = _world_size()
-    per_device = cfg.per_device_batch
-    if per_device % cfg.num_generations and (per_device * world) % cfg.num_generations:
-        raise ValueError(
-            f"GRPO: per-device batch {per_device} x {world} process(es) must be divisible by the group size "
-            f"{cfg.num_generations}"
-        )
+    world = world_size()
+    cfg.check(world)
     return GRPOConfig(
         output_dir=str(out_dir / "checkpoints"),
         learning_rate=cfg.learning_rate,
         num_generations=cfg.num_generations,
-        per_device_train_batch_size=per_device,
-        gradient_accumulation_steps=grad_accum(cfg.batch_size, per_device, world),
+        per_device_train_batch_size=cfg.per_device_batch,
+        gradient_accumulation_steps=grad_accum(cfg.batch_size, cfg.per_device_batch, world),
         beta=cfg.beta,
         loss_type=cfg.loss_type,
         temperature=cfg.temperature,
@@ -116,7 +113,7 @@ def grpo_args(cfg: GRPOStageConfig, out_dir: Path):
         max_completion_length=cfg.max_completion_length,
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
-        reward_weights=None,  # set by run_grpo with the reward functions
+        reward_weights=reward_weights,
         bf16=cfg.bf16,
         activation_checkpointing=cfg.activation_checkpointing,
         logging_steps=cfg.logging_steps,
@@ -137,14 +134,14 @@ def run_grpo(model_dir, out_dir, train_rows: list[dict], cfg: GRPOStageConfig, v
 
     from train.reward import make_reward_funcs
 
+    cfg = cfg.resolved()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model, tok = load_model(model_dir)
     tok.padding_side = "left"
     funcs = make_reward_funcs(valid_sids, format_weight=cfg.format_weight)
     funcs.append(reasoning_length_func(tok))
-    args = grpo_args(cfg, out_dir)
-    args.reward_weights = [1.0, cfg.format_weight, 0.0]
+    args = grpo_args(cfg, out_dir, reward_weights=[1.0, cfg.format_weight, 0.0])
     ds = HFDataset.from_list([{"prompt": r["prompt"], "target_sid": r["target_sid"]} for r in train_rows])
     callbacks = []
     if eval_rows and cfg.eval_every and trie is not None:
@@ -159,6 +156,7 @@ def run_grpo(model_dir, out_dir, train_rows: list[dict], cfg: GRPOStageConfig, v
     history = trainer.state.log_history
     steps = [h for h in history if "reward" in h]
     summary = {
+        "from": str(model_dir),
         "train_rows": len(train_rows),
         "steps": trainer.state.global_step,
         "first_reward": steps[0]["reward"] if steps else None,

@@ -19,17 +19,21 @@ from typing import Iterable, Sequence
 
 import torch
 
+from synth.errors import UserError
 from synth.sid import TOKEN_RE, vocabulary_of
+from train.config import TINY
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "Qwen/Qwen3-1.7B"
-TINY = "tiny"
 CHAT_TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "prompts" / "train" / "chat_template.jinja"
 
 # Qwen3's control tokens; the tiny tokenizer gets the same strings so prompts are identical.
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 THINK_TOKENS = ["<think>", "</think>"]
+
+
+class ModelError(UserError, ValueError):
+    """A model or tokenizer the toolkit cannot use (not found, or without Qwen's control tokens)."""
 
 
 def chat_template() -> str:
@@ -142,32 +146,49 @@ def build_tiny(
 # ---------------------------------------------------------------------------------------------
 def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | None = None):
     """Load a saved/Hub model and its tokenizer; THE chat template is installed; eos/pad set."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    tok = AutoTokenizer.from_pretrained(str(path_or_id))
+    tok = load_tokenizer(path_or_id)
     if dtype is None:
         dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(str(path_or_id), dtype=dtype)
-    _ensure_chat_setup(model, tok)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path_or_id), dtype=dtype)
+    except OSError as e:
+        raise ModelError(f"cannot load the model {path_or_id}: {e}") from e
+    _match_tokens(model, tok)
     return model, tok
 
 
-def _ensure_chat_setup(model, tok) -> None:
+def load_tokenizer(path_or_id: str | os.PathLike):
+    """The tokenizer of a saved/Hub model alone, set up as ``load_model`` sets it up."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path_or_id))
+    except OSError as e:
+        raise ModelError(f"cannot load the tokenizer of {path_or_id} (MODEL=tiny, a Hub id or a local folder): {e}") from e
+    _setup_tokenizer(tok)
+    return tok
+
+
+def _setup_tokenizer(tok) -> None:
     tok.chat_template = chat_template()
     missing = [t for t in ["<|im_start|>", "<|im_end|>", *THINK_TOKENS] if t not in tok.get_vocab()]
     if missing:
-        raise ValueError(
+        raise ModelError(
             f"tokenizer lacks {missing}: the toolkit needs a Qwen-style vocabulary (<|im_start|>, <|im_end|>, "
             "<think>, </think>); use a Qwen3 model or MODEL=tiny"
         )
     tok.eos_token = "<|im_end|>"
     if tok.pad_token is None or tok.pad_token == tok.eos_token:
         tok.pad_token = "<|endoftext|>" if "<|endoftext|>" in tok.get_vocab() else tok.eos_token
-    model.config.eos_token_id = tok.eos_token_id
-    model.config.pad_token_id = tok.pad_token_id
-    gc = model.generation_config
-    gc.eos_token_id = tok.eos_token_id
-    gc.pad_token_id = tok.pad_token_id
+
+
+def _match_tokens(model, tok) -> None:
+    """The model's (and its generation config's) eos/pad ids are the tokenizer's."""
+    for cfg in (model.config, model.generation_config):
+        cfg.eos_token_id = tok.eos_token_id
+        cfg.pad_token_id = tok.pad_token_id
 
 
 def add_sid_tokens(model, tok, sids_vocab: Sequence[str], seed: int = 0, noise: float = 0.5) -> list[str]:
@@ -184,7 +205,8 @@ def add_sid_tokens(model, tok, sids_vocab: Sequence[str], seed: int = 0, noise: 
         raise ValueError(f"not SID tokens: {bad[:5]} (expected tokens like <a_12>)")
     vocab = tok.get_vocab()
     new = [t for t in sids_vocab if t not in vocab]
-    _ensure_chat_setup(model, tok)
+    _setup_tokenizer(tok)
+    _match_tokens(model, tok)
     if not new:
         return []
     pieces = {t: tok(t, add_special_tokens=False)["input_ids"] for t in new}

@@ -11,19 +11,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from synth.io import read_json  # noqa: E402
 
 
-def _series(history: list[dict], key: str) -> tuple[list[float], list[float]]:
-    pts = [(h.get("step", h.get("epoch", i)), h[key]) for i, h in enumerate(history) if key in h]
+def _series(history: list[dict], key: str, x: str = "step") -> tuple[list[float], list[float]]:
+    """(x, y) of the entries that carry ``key``; x is ``x`` (else the epoch, else the position)."""
+    pts = [(h.get(x, h.get("epoch", i)), h[key]) for i, h in enumerate(history) if key in h]
     return [p[0] for p in pts], [float(p[1]) for p in pts]
-
-
-def _step_history(history: list[dict]) -> list[dict]:
-    """TRL log entries carry ``epoch`` but not ``step``; number them in order of appearance."""
-    out = []
-    for i, h in enumerate(history):
-        h = dict(h)
-        h.setdefault("step", i)
-        out.append(h)
-    return out
 
 
 def plot_sft(log_path: str | Path, out_png: str | Path, title: str) -> Path | None:
@@ -33,8 +24,7 @@ def plot_sft(log_path: str | Path, out_png: str | Path, title: str) -> Path | No
     hist = read_json(log_path)
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, label in (("loss", "train loss"), ("eval_loss", "valid SID->SID loss")):
-        xs, ys = _series([{**h, "x": h.get("epoch", 0)} for h in hist], key)
-        xs = [h.get("epoch", 0) for h in hist if key in h]
+        xs, ys = _series(hist, key, x="epoch")
         if ys:
             ax.plot(xs, ys, marker="o" if key == "eval_loss" else None, label=label)
     ax.set_xlabel("epoch")

@@ -8,7 +8,7 @@ Provenance, honestly: the paper's own table could not be read here. The values b
 TRANSCRIPTIONS by a third-party reproduction (github.com/FSmisaka/Reasoning4GenRec-Reproduction:
 README "复现目标（论文 Table 2）", README section "论文参考值 (Table 2)", src/train/common.py
 PAPER_REF, results/reproduction.md); every entry therefore carries ``verified: False`` and the
-report says so. TODO: check each value against the paper's Table 2 and set ``verified`` to True;
+report says so. TODO: check each value against the paper's Table 2 and add it to ``VERIFIED``;
 add the rows still missing (the other baselines of Table 2, and SASRec/TIGER on Industrial).
 Never fill a value in from anywhere but the paper or a transcription named here.
 """
@@ -19,29 +19,33 @@ import re
 PAPER = "SIDReasoner, arXiv 2603.23183, Table 2"
 SOURCE = "transcribed by github.com/FSmisaka/Reasoning4GenRec-Reproduction, not yet checked against the paper"
 
-# dataset -> list of rows; metrics use the toolkit's key names.
-PUBLISHED: dict[str, list[dict]] = {
-    "Office": [
-        {"model": "SASRec", "recall@5": 0.1019, "ndcg@5": 0.0824, "recall@10": 0.1167, "ndcg@10": 0.0871,
-         "verified": False},
-        {"model": "TIGER", "recall@5": 0.1270, "ndcg@5": 0.1037, "recall@10": 0.1429, "ndcg@10": 0.1121,
-         "verified": False},
-        {"model": "SIDReasoner", "recall@5": 0.1373, "ndcg@5": 0.1119, "recall@10": 0.1648, "ndcg@10": 0.1208,
-         "verified": False},
-    ],
-    "Games": [
-        {"model": "SASRec", "recall@5": 0.0501, "ndcg@5": 0.0345, "recall@10": 0.0723, "ndcg@10": 0.0416,
-         "verified": False},
-        {"model": "TIGER", "recall@5": 0.0489, "ndcg@5": 0.0300, "recall@10": 0.0763, "ndcg@10": 0.0402,
-         "verified": False},
-        {"model": "SIDReasoner", "recall@5": 0.0710, "ndcg@5": 0.0460, "recall@10": 0.1031, "ndcg@10": 0.0563,
-         "verified": False},
-    ],
-    "Industrial": [
-        {"model": "SIDReasoner", "recall@5": 0.1109, "ndcg@5": 0.0905, "recall@10": 0.1438, "ndcg@10": 0.1010,
-         "verified": False},
-    ],
-}
+# The paper's Table 2, as transcribed: one row per (dataset, model), metrics under the toolkit's names.
+_TABLE2 = """
+dataset     model        recall@5  ndcg@5  recall@10  ndcg@10
+Office      SASRec       0.1019    0.0824  0.1167     0.0871
+Office      TIGER        0.1270    0.1037  0.1429     0.1121
+Office      SIDReasoner  0.1373    0.1119  0.1648     0.1208
+Games       SASRec       0.0501    0.0345  0.0723     0.0416
+Games       TIGER        0.0489    0.0300  0.0763     0.0402
+Games       SIDReasoner  0.0710    0.0460  0.1031     0.0563
+Industrial  SIDReasoner  0.1109    0.0905  0.1438     0.1010
+"""
+VERIFIED: set[tuple[str, str]] = set()  # (dataset, model) rows checked against the paper itself
+
+
+def _parse(table: str) -> dict[str, list[dict]]:
+    """dataset -> rows {"model", metric: value, "verified"} of a whitespace-separated table."""
+    head, *lines = [line.split() for line in table.strip().splitlines()]
+    out: dict[str, list[dict]] = {}
+    for cells in lines:
+        dataset, model, *values = cells
+        row = {"model": model, **{k: float(v) for k, v in zip(head[2:], values, strict=True)},
+               "verified": (dataset, model) in VERIFIED}
+        out.setdefault(dataset, []).append(row)
+    return out
+
+
+PUBLISHED: dict[str, list[dict]] = _parse(_TABLE2)
 
 # Names a user may give the dataset (folder names, Amazon category names) -> the paper's column.
 _ALIASES = {

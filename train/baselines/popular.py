@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from synth.data.dataset import Dataset
-from train.baselines import KS, data_fingerprint, evaluate_rankings
+from train.baselines import KS, baseline_record, evaluate_rankings
 
 log = logging.getLogger(__name__)
 
@@ -42,28 +42,19 @@ def ranked_items(ds: Dataset, counts: Counter) -> list[str]:
     return sorted(ds.items, key=lambda iid: (-counts.get(iid, 0), order[iid]))
 
 
-def run(ds: Dataset, cfg: PopularConfig | None = None, seed: int = 0) -> dict:
+def run(ds: Dataset, cfg: PopularConfig | None = None) -> dict:
     """Evaluate most-popular on valid and test; returns the metrics.json record."""
     cfg = cfg or PopularConfig()
     t0 = time.time()
     counts = popularity(ds)
     top = ranked_items(ds, counts)[: cfg.top_k]
+    counted = time.time() - t0
     result = {}
     for split in ("valid", "test"):
         targets = [s.target for s in ds.samples(split)]
         result[split] = evaluate_rankings(targets, [top] * len(targets))
     log.info("popular on %s: test %s", ds.name, result["test"])
-    return {
-        "model": "popular",
-        "kind": "baseline",
-        "dataset": ds.name,
-        "teacher": None,
-        "data": data_fingerprint(ds),
-        "stages": {"popular": {"direct": result["test"]}},
-        "valid": result["valid"],
-        "config": asdict(cfg),
-        "popularity": {"counted": "distinct (user, item) pairs of the train split, histories and targets",
-                       "top": [[iid, counts.get(iid, 0)] for iid in top]},
-        "seed": seed,
-        "wall_time_s": round(time.time() - t0, 3),
-    }
+    return baseline_record(
+        ds, "popular", cfg, result["test"], result["valid"], t0, counted,
+        popularity={"counted": "distinct (user, item) pairs of the train split, histories and targets",
+                    "top": [[iid, counts.get(iid, 0)] for iid in top]})

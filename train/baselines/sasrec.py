@@ -27,35 +27,36 @@ import copy
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from synth.data.dataset import Dataset, Sample
-from train.baselines import KS, data_fingerprint, evaluate_rankings
+from train.baselines import KS, baseline_record, evaluate_rankings
+from train.config import setting
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class SASRecConfig:
-    hidden: int = 64
-    blocks: int = 2
-    heads: int = 1
-    dropout: float = 0.3
-    max_len: int = 10  # the data's history window
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    epochs: int = 200  # upper bound; early stopping usually ends far sooner
-    patience: int = 10  # epochs without a better valid `monitor` before stopping
-    min_epochs: int = 1
-    monitor: str = "ndcg@10"
-    eval_batch_size: int = 1024
-    threads: int = 1  # a model this small gains nothing from more; on a shared CPU more threads is far slower
-    device: str = "cpu"
-    seed: int = 42
+    hidden: int = setting(64, "embedding and feed-forward width")
+    blocks: int = setting(2, "self-attention blocks")
+    heads: int = setting(1, "attention heads")
+    dropout: float = setting(0.3, "dropout rate")
+    max_len: int = setting(10, "history window (the data's)")
+    lr: float = setting(1e-3, "Adam learning rate")
+    weight_decay: float = setting(0.0, "Adam weight decay")
+    batch_size: int = setting(128, "training rows per step")
+    epochs: int = setting(200, "upper bound on epochs; early stopping usually ends far sooner")
+    patience: int = setting(10, "epochs without a better validation `monitor` before stopping")
+    min_epochs: int = setting(1, "epochs before early stopping may end training")
+    monitor: str = setting("ndcg@10", "validation metric that early stopping follows")
+    eval_batch_size: int = setting(1024, "histories per scoring batch")
+    threads: int = setting(1, "CPU threads (a model this small is slower with more on a shared CPU)")
+    device: str = setting("cpu", "cpu or cuda")
+    seed: int = setting(42, "seed of initialisation and shuffling")
 
 
 class SASRec(nn.Module):
@@ -213,17 +214,6 @@ def run(ds: Dataset, cfg: SASRecConfig | None = None) -> dict:
     finally:
         torch.set_num_threads(threads)  # the caller's setting, e.g. a test process
     log.info("sasrec on %s: test %s", ds.name, test)
-    return {
-        "model": "sasrec",
-        "kind": "baseline",
-        "dataset": ds.name,
-        "teacher": None,
-        "data": data_fingerprint(ds),
-        "stages": {"sasrec": {"direct": test}},
-        "valid": log_["best_valid"],
-        "config": asdict(cfg),
-        "training": {k: v for k, v in log_.items() if k != "best_valid"},
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "seed": cfg.seed,
-        "wall_time_s": round(time.time() - t0, 3),
-    }
+    return baseline_record(ds, "sasrec", cfg, test, log_["best_valid"], t0, log_["train_time_s"],
+                           training={k: v for k, v in log_.items() if k != "best_valid"},
+                           parameters=sum(p.numel() for p in model.parameters()))

@@ -1,0 +1,270 @@
+"""``python -m train run``: THE stage table and the one loop over it; ``train eval`` beside it.
+
+Each stage is a row of ``TABLE``: its name, its settings (a section of ``TrainConfig``), a rows
+function (what it trains or evaluates on), a train function, and its output. ``run_stages``
+walks the table once, with one rule for each concern:
+
+- skip: a stage whose output exists is skipped unless ``run.force`` (``Run.skip``); the same
+  rule skips each (model, mode) evaluation that metrics.json already holds.
+- selection: a stage left out of ``run.stages`` does not run, but its saved model, when there,
+  still feeds the next stage (resume from existing earlier stages). ``base`` runs whenever a
+  training stage does.
+- LIMIT: training rows are the first ``run.limit``; validation and test rows the smaller of
+  ``run.limit`` and the stage's own cap (``RunConfig.cap``).
+- records: manifest.json is the run's provenance (``train.records.run_provenance``), metrics.json
+  the shared record of ``train.records``, written through ``Run.record`` on the main process.
+
+Outputs: runs/<dataset>/<run>/{base,align,activate,grpo}/model, */log_history.json,
+*/summary.json, manifest.json, metrics.json, *.png. Multi-GPU: every process trains; the main
+process writes the run files and evaluates.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from synth.io import read_json, write_json
+from synth.settings import to_dict
+from train import records, tasks
+from train.config import TINY, EvalCommand, EvalConfig, TrainConfig, cap
+from train.dist import is_main
+
+log = logging.getLogger("train")
+
+
+@dataclass
+class Run:
+    """One run folder: its settings, its inputs, and the model the next stage starts from."""
+
+    cfg: TrainConfig
+    inputs: tasks.Inputs
+    dir: Path
+    src: Path | None = None
+
+    @property
+    def metrics(self) -> Path:
+        return self.dir / "metrics.json"
+
+    def skip(self, exists: bool) -> bool:
+        """THE skip rule: what exists is not redone, unless ``force``."""
+        return exists and not self.cfg.run.force
+
+    def cap(self, rows: int = 0) -> int | None:
+        return self.cfg.run.cap(rows)
+
+    def record(self, stage: str, results: dict | None = None, train_wall: float | None = None) -> None:
+        """THE metrics writer: one stage's results and/or training time into metrics.json."""
+        if is_main():
+            records.update(self.metrics, stage, results, train_wall)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    section: str  # the attribute of TrainConfig that holds its settings
+    rows: Callable[[Run, Any], Any]  # (run, settings) -> what the stage trains or evaluates on
+    train: Callable[[Run, "Stage", Any, Any], None]  # (run, stage, rows, settings)
+    output: str  # under the run folder; a model folder for the stages that train
+    done: Callable[[Run, "Stage"], bool]  # whether the output exists
+
+    @property
+    def trains(self) -> bool:
+        return self.output.endswith("/model")
+
+
+# ---------------------------------------------------------------------------------------------
+# the stages
+# ---------------------------------------------------------------------------------------------
+def model_saved(run: Run, stage: Stage) -> bool:
+    return (run.dir / stage.output / "config.json").exists()
+
+
+def base_rows(run: Run, cfg) -> list[str]:
+    """The tiny model's tokenizer is trained on English words plus the item titles."""
+    return [it.title for it in run.inputs.dataset.items.values()] if cfg.model == TINY else []
+
+
+def train_base(run: Run, stage: Stage, texts: list[str], cfg) -> None:
+    from train.model import prepare_model
+
+    prepare_model(cfg.model, run.inputs.sids, run.dir / stage.output, texts=texts)
+
+
+def align_rows(run: Run, cfg) -> tuple[list[dict], list[dict]]:
+    rows = tasks.align_rows(run.inputs, run.cap(), cfg.general, cfg.general_n, run.cfg.run.seed)
+    valid = tasks.align_eval_rows(run.inputs, run.cap(cfg.eval_rows))
+    log.info("align: %d training rows, %d validation rows", len(rows), len(valid))
+    return rows, valid
+
+
+def train_align(run: Run, stage: Stage, data, cfg) -> None:
+    from train.align import run_align
+
+    run_align(run.src, run.dir / stage.name, *data, cfg)
+
+
+def activate_rows(run: Run, cfg) -> list[dict]:
+    rows = tasks.activate_rows(run.inputs, run.cap())
+    log.info("activate: %d training rows", len(rows))
+    return rows
+
+
+def train_activate(run: Run, stage: Stage, rows, cfg) -> None:
+    from train.activate import run_activate
+
+    run_activate(run.src, run.dir / stage.name, rows, cfg)
+
+
+def grpo_rows(run: Run, cfg) -> dict:
+    """Prompts rendered by the starting model's tokenizer (loaded alone), the trie of its SID tokens."""
+    from train.model import load_tokenizer
+    from train.trie import SidTrie, sid_strings
+
+    tok = load_tokenizer(run.src)
+    data = {"train_rows": tasks.rec_rows(run.inputs, "train", tok, run.cap()),
+            "eval_rows": tasks.rec_rows(run.inputs, "valid", tok, run.cap(cfg.eval_rows)),
+            "trie": SidTrie.from_sids(run.inputs.sids, tok), "valid_sids": sid_strings(run.inputs.sids)}
+    log.info("grpo: %d prompts, %d validation rows", len(data["train_rows"]), len(data["eval_rows"]))
+    return data
+
+
+def train_grpo(run: Run, stage: Stage, data: dict, cfg) -> None:
+    from train.grpo import run_grpo
+
+    run_grpo(run.src, run.dir / stage.name, cfg=cfg, **data)
+
+
+def evaluation_work(run: Run, cfg: EvalConfig) -> list[tuple[str, Path, list[str]]]:
+    """(stage, model, modes) still to evaluate: the selected training stages (every one when the
+    selection holds none) whose model exists, in the modes metrics.json lacks."""
+    if not is_main():
+        return []
+    have = read_json(run.metrics).get("stages", {}) if run.metrics.exists() else {}
+    trained = [s for s in TABLE if s.trains and s.name != "base"]
+    chosen = [s for s in trained if s.name in run.cfg.run.stages] or trained
+    work = []
+    for s in chosen:
+        todo = [m for m in cfg.modes if not run.skip(m in have.get(s.name, {}))]
+        if todo and model_saved(run, s):
+            work.append((s.name, run.dir / s.output, todo))
+    return work
+
+
+def evaluate(run: Run, stage: Stage, work, cfg: EvalConfig) -> None:
+    from train.evaluate import evaluate_checkpoint
+
+    for name, model, modes in work:
+        results = evaluate_checkpoint(model, lambda tok: tasks.rec_rows(run.inputs, "test", tok, run.cap(cfg.test_rows)),
+                                      run.inputs.sids, modes, cfg)
+        run.record(name, results=results)
+
+
+TABLE: tuple[Stage, ...] = (
+    Stage("base", "run", base_rows, train_base, "base/model", model_saved),
+    Stage("align", "align", align_rows, train_align, "align/model", model_saved),
+    Stage("activate", "activate", activate_rows, train_activate, "activate/model", model_saved),
+    Stage("grpo", "grpo", grpo_rows, train_grpo, "grpo/model", model_saved),
+    Stage("eval", "eval", evaluation_work, evaluate, "metrics.json", lambda run, s: not evaluation_work(run, run.cfg.eval)),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+# ---------------------------------------------------------------------------------------------
+def run_stages(cfg: TrainConfig, preset: Path | None = None) -> Run:
+    run = open_run(cfg, preset)
+    chosen = selected(cfg)
+    for stage in TABLE:
+        if stage.name in chosen:
+            if not run.skip(stage.done(run, stage)):
+                settings = getattr(cfg, stage.section)
+                t0 = time.time()
+                stage.train(run, stage, stage.rows(run, settings), settings)
+                if stage.trains:
+                    wall = time.time() - t0
+                    log.info("stage %s finished in %.1f s", stage.name, wall)
+                    run.record(stage.name, train_wall=wall)
+        if stage.trains and model_saved(run, stage):
+            run.src = run.dir / stage.output
+    finish(run)
+    return run
+
+
+def selected(cfg: TrainConfig) -> set[str]:
+    """The stages of ``run.stages``, and ``base`` (model + SID tokens) when any of them trains."""
+    chosen = set(cfg.run.stages)
+    if any(s.trains and s.name in chosen for s in TABLE):
+        chosen.add("base")
+    return chosen
+
+
+def input_files(cfg: TrainConfig, inputs: tasks.Inputs, preset: Path | None) -> dict[str, Path | None]:
+    corpus = inputs.corpus_dir
+    general = cfg.align.general
+    return {"preset": preset, **records.dataset_files(inputs.dataset.path),
+            "sids": Path(cfg.run.sids) if cfg.run.sids else inputs.dataset.path / "sids.json",
+            "corpus/items.jsonl": corpus / "items.jsonl" if corpus else None,
+            "corpus/users.jsonl": corpus / "users.jsonl" if corpus else None,
+            "general": Path(general) if general and Path(general).is_file() else None}
+
+
+def open_run(cfg: TrainConfig, preset: Path | None) -> Run:
+    """The run folder with its manifest (provenance) and the header of its metrics.json."""
+    from train.model import set_threads
+
+    set_threads()
+    r = cfg.run
+    inputs = tasks.load_inputs(r.dataset, r.data_dir, r.corpora_dir, r.teacher, r.sids)
+    name = r.run or f"{Path(r.model).name}-{r.teacher or 'nocorpus'}"
+    run = Run(cfg, inputs, Path(r.runs_dir) / r.dataset / name)
+    run.dir.mkdir(parents=True, exist_ok=True)
+    if is_main():
+        prov = records.run_provenance(cfg.to_dict(), input_files(cfg, inputs, preset))
+        write_json(run.dir / "manifest.json", prov)
+        records.start(run.metrics, records.record(
+            kind="llm", model=r.model, dataset=r.dataset, run=name, limit=r.limit, config=cfg.to_dict(), prov=prov,
+            data=records.data_block(inputs.dataset.path, prov),
+            teacher=records.teacher_block(r.teacher, inputs.corpus_dir, prov)))
+    return run
+
+
+def finish(run: Run) -> None:
+    """Plots, and the table of every stage's metrics."""
+    from train.evaluate import format_table
+    from train.plots import plot_run
+
+    if not is_main():
+        return
+    plot_run(run.dir)
+    print(format_table(read_json(run.metrics)))
+    print(f"metrics: {run.metrics}")
+
+
+# ---------------------------------------------------------------------------------------------
+# train eval: one checkpoint
+# ---------------------------------------------------------------------------------------------
+def evaluate_one(cmd: EvalCommand, cfg: EvalConfig, argv=None) -> Path:
+    """Evaluate ``cmd.ckpt`` on the test split; the record goes to ``cmd.out`` (default <ckpt>/../eval.json)."""
+    from train.evaluate import evaluate_checkpoint, format_table
+    from train.model import set_threads
+
+    set_threads()
+    inputs = tasks.load_inputs(cmd.dataset, cmd.data_dir, sids_path=cmd.sids)
+    stage = Path(cmd.ckpt).parent.name
+    results = evaluate_checkpoint(cmd.ckpt, lambda tok: tasks.rec_rows(inputs, "test", tok, cap(cfg.test_rows)),
+                                  inputs.sids, cfg.modes, cfg)
+    config = {"command": to_dict(cmd), "eval": to_dict(cfg)}
+    prov = records.run_provenance(config, {**records.dataset_files(inputs.dataset.path),
+                                           "sids": cmd.sids or inputs.dataset.path / "sids.json"},
+                                  "train", argv)
+    out = Path(cmd.out) if cmd.out else Path(cmd.ckpt).parent / "eval.json"
+    records.write(out, records.record(kind="eval", model=str(cmd.ckpt), dataset=cmd.dataset, run=stage,
+                                      data=records.data_block(inputs.dataset.path, prov), config=config, prov=prov,
+                                      stages={stage: results}))
+    print(format_table({"stages": {stage: results}}))
+    print(f"metrics: {out}")
+    return out
+

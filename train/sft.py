@@ -1,0 +1,133 @@
+"""The SFT runner of stages 1 and 2 (``train.align``, ``train.activate``): TRL's SFTTrainer.
+
+``run_sft`` loads the previous stage's saved model, trains it on conversations (loss on the
+assistant turn), saves the (best) model and tokenizer to ``<out>/model`` with
+``log_history.json`` and ``summary.json``. ``save_trained`` is shared with GRPO.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+from synth.io import write_json
+from train.config import SFTStageConfig, grad_accum
+from train.dist import world_size
+from train.model import load_model
+
+log = logging.getLogger(__name__)
+
+
+def sft_args(cfg: SFTStageConfig, out_dir: Path, with_eval: bool):
+    """TRL's SFTConfig for ``cfg`` (resolved); with validation rows: per-epoch eval, best model kept."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(out_dir / "checkpoints"),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_batch,
+        per_device_eval_batch_size=cfg.per_device_batch,
+        gradient_accumulation_steps=grad_accum(cfg.batch_size, cfg.per_device_batch, world_size()),
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of the total steps
+        weight_decay=cfg.weight_decay,
+        optim="adamw_torch",
+        bf16=cfg.bf16,
+        activation_checkpointing=cfg.activation_checkpointing,
+        assistant_only_loss=True,
+        max_length=cfg.max_length,
+        packing=cfg.packing,
+        packing_strategy="bfd",
+        eval_strategy="epoch" if with_eval else "no",
+        save_strategy="epoch" if with_eval else "no",
+        load_best_model_at_end=with_eval,
+        metric_for_best_model="eval_loss" if with_eval else None,
+        greater_is_better=False if with_eval else None,
+        save_total_limit=2 if with_eval else None,  # the best and the latest
+        save_only_model=True,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        report_to=[],
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def save_trained(trainer, tok, dest: Path) -> None:
+    """Save through the trainer (works under DeepSpeed/FSDP on every rank), then rename on rank 0."""
+    tmp = dest.with_name(dest.name + ".tmp")
+    trainer.save_model(str(tmp))
+    if trainer.is_world_process_zero():
+        tok.save_pretrained(str(tmp))
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    trainer.accelerator.wait_for_everyone()
+
+
+def cap_steps(trainer, cfg: SFTStageConfig) -> None:
+    """``max_steps`` is a cap, not a target: never train past ``epochs`` (HF's max_steps would cycle
+    the data). Counted on the dataset as the trainer holds it (after packing), so small runs stay small."""
+    if cfg.max_steps <= 0:
+        return
+    args = trainer.args
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * world_size()
+    epoch_steps = max(1, math.ceil(len(trainer.train_dataset) / per_step))
+    args.max_steps = min(cfg.max_steps, max(1, math.ceil(cfg.epochs * epoch_steps)))
+    log.info("training %d optimizer steps (%d per epoch, cap %d)", args.max_steps, epoch_steps, cfg.max_steps)
+
+
+def run_sft(model_dir: str | Path, out_dir: str | Path, train_rows: list[dict], eval_rows: list[dict] | None,
+            cfg: SFTStageConfig, patience: int = 0) -> dict:
+    """Train ``model_dir`` on ``train_rows`` (``{"messages": ...}``) and save to ``out_dir/model``.
+
+    With ``eval_rows``: the validation loss every epoch, the best model kept, and early stopping
+    after ``patience`` epochs without improvement (0 = none)."""
+    from datasets import Dataset as HFDataset
+    from transformers import EarlyStoppingCallback
+    from trl import SFTTrainer
+
+    cfg = cfg.resolved()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, tok = load_model(model_dir)
+    with_eval = bool(eval_rows)
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_args(cfg, out_dir, with_eval),
+        train_dataset=HFDataset.from_list([{"messages": r["messages"]} for r in train_rows]),
+        eval_dataset=HFDataset.from_list([{"messages": r["messages"]} for r in eval_rows]) if with_eval else None,
+        processing_class=tok,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)] if with_eval and patience else [],
+    )
+    cap_steps(trainer, cfg)
+    t0 = time.time()
+    result = trainer.train()
+    wall = time.time() - t0
+    history = trainer.state.log_history
+    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+    save_trained(trainer, tok, out_dir / "model")
+    if trainer.is_world_process_zero():
+        write_json(out_dir / "log_history.json", history)
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    summary = {
+        "from": str(model_dir),
+        "train_rows": len(train_rows),
+        "eval_rows": len(eval_rows or []),
+        "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "train_loss": result.training_loss,
+        "eval_losses": evals,
+        "best_eval_loss": min(evals) if evals else None,
+        "wall_s": round(wall, 1),
+        "config": cfg.to_dict(),
+    }
+    write_json(out_dir / "summary.json", summary)
+    return summary
