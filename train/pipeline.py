@@ -9,6 +9,8 @@ walks the table once, with one rule for each concern:
 - selection: a stage left out of ``run.stages`` does not run, but its saved model, when there,
   still feeds the next stage (resume from existing earlier stages). ``base`` runs whenever a
   training stage does.
+- evaluation: each trained stage's model is evaluated on the test split right after the stage
+  (``evaluation_work``), so its metrics are on disk before the next stage starts.
 - LIMIT: training rows are the first ``run.limit``; validation and test rows the smaller of
   ``run.limit`` and the stage's own cap (``RunConfig.cap``).
 - records: manifest.json is the run's provenance (``train.records.run_provenance``), metrics.json
@@ -137,20 +139,20 @@ def train_grpo(run: Run, stage: Stage, data: dict, cfg) -> None:
     run_grpo(run.src, run.dir / stage.name, cfg=cfg, **data)
 
 
-def evaluation_work(run: Run, cfg: EvalConfig) -> list[tuple[str, Path, list[str]]]:
-    """(stage, model, modes) still to evaluate: the selected training stages (every one when the
-    selection holds none) whose model exists, in the modes metrics.json lacks."""
-    if not is_main():
+def evaluation_work(run: Run, cfg: EvalConfig, after: Stage) -> list[tuple[str, Path, list[str]]]:
+    """(stage, model, modes) to evaluate once ``after`` has trained: its model, when evaluation is
+    selected with it (or with no training stage at all), in the modes metrics.json lacks. So each
+    stage's metrics are written as soon as it is done, not after the whole chain."""
+    chosen = run.cfg.run.stages
+    trained = [s.name for s in TABLE if s.trains and s.name != "base"]
+    wanted = after.name in chosen or not any(name in chosen for name in trained)
+    if not is_main() or "eval" not in chosen or after.name not in trained or not wanted:
+        return []
+    if not model_saved(run, after):
         return []
     have = read_json(run.metrics).get("stages", {}) if run.metrics.exists() else {}
-    trained = [s for s in TABLE if s.trains and s.name != "base"]
-    chosen = [s for s in trained if s.name in run.cfg.run.stages] or trained
-    work = []
-    for s in chosen:
-        todo = [m for m in cfg.modes if not run.skip(m in have.get(s.name, {}))]
-        if todo and model_saved(run, s):
-            work.append((s.name, run.dir / s.output, todo))
-    return work
+    todo = [m for m in cfg.modes if not run.skip(m in have.get(after.name, {}))]
+    return [(after.name, run.dir / after.output, todo)] if todo else []
 
 
 def evaluate(run: Run, stage: Stage, work, cfg: EvalConfig) -> None:
@@ -167,7 +169,6 @@ TABLE: tuple[Stage, ...] = (
     Stage("align", "align", align_rows, train_align, "align/model", model_saved),
     Stage("activate", "activate", activate_rows, train_activate, "activate/model", model_saved),
     Stage("grpo", "grpo", grpo_rows, train_grpo, "grpo/model", model_saved),
-    Stage("eval", "eval", evaluation_work, evaluate, "metrics.json", lambda run, s: not evaluation_work(run, run.cfg.eval)),
 )
 
 
@@ -189,6 +190,7 @@ def run_stages(cfg: TrainConfig, preset: Path | None = None) -> Run:
                     run.record(stage.name, train_wall=wall)
         if stage.trains and model_saved(run, stage):
             run.src = run.dir / stage.output
+        evaluate(run, stage, evaluation_work(run, cfg.eval, stage), cfg.eval)
     finish(run)
     return run
 
