@@ -4,6 +4,8 @@
 #   make sids DATASET=office
 #   make synth DATASET=office TEACHER=metadata        (or TEACHER=gpt-4o-mini)
 #   make train DATASET=office TEACHER=metadata MODEL=tiny
+#   SIDS=reference on synth/train/eval: the publishers' SIDs (data/<dataset>/reference_sids.json) instead of
+#   the project's own (SIDS=own, sids.json); corpora for them live in corpora/<dataset>/<teacher>@reference/
 #   make test
 
 SHELL := /bin/bash
@@ -57,6 +59,7 @@ sids: $(STAMP) $(if $(FROM)$(SOURCE),data)
 synth: $(STAMP)
 	$(BIN)/python -m synth --dataset $(DATASET) $(call opt,--config,$(CONFIG)) $(call given,--teacher,TEACHER) \
 		$(call given,--data-dir,DATA_DIR) $(call given,--corpora-dir,CORPORA_DIR) $(call given,--cache-dir,CACHE_DIR) \
+		$(call opt,--sids,$(SIDS)) \
 		$(call given,--seed,SEED) $(call opt,--prompts-dir,$(PROMPTS_DIR)) $(call opt,--api-base,$(API_BASE)) \
 		$(call opt,--concurrency,$(CONCURRENCY)) $(call opt,--rpm,$(RPM)) $(call opt,--tpm,$(TPM)) \
 		$(call opt,--limit,$(LIMIT)) $(call opt,--only,$(ONLY)) $(call opt,--budget-usd,$(BUDGET_USD)) \
@@ -78,6 +81,9 @@ report: $(STAMP)
 # Settings: train/config.py, the preset CONFIG=configs/train/<name>.yaml (default: tiny.yaml for MODEL=tiny,
 # qwen3-1.7b.yaml otherwise), then these variables, each passed only when set; TRAIN_ARGS='--align.epochs 2 ...'
 # reaches any setting. DRY_RUN=1 prints the resolved settings and exits.
+# The paper's alignment variants (Table 3): TEACHER=none trains S1 (alignment tasks alone; activation needs a corpus,
+# so STAGES=align,eval, or TEACHER=<name> ALIGN_CORPUS=0 to keep the corpus out of alignment only), a teacher corpus
+# gives S2, GENERAL=<jsonl or Hub id> (GENERAL_N= samples, default 60000) adds general data: S3.
 # NPROC>1 launches through accelerate (DeepSpeed ZeRO-2 by default; ACCELERATE_CONFIG=configs/accelerate/fsdp.yaml).
 NPROC ?= 1
 ACCELERATE_CONFIG ?= configs/accelerate/zero2.yaml
@@ -87,6 +93,7 @@ TRAIN_FLAGS = $(strip --dataset $(DATASET) --teacher $(TEACHER) $(call opt,--con
 	$(call given,--runs-dir,RUNS_DIR) $(call given,--seed,SEED) $(call opt,--run,$(RUN)) $(call opt,--sids,$(SIDS)) \
 	$(call opt,--limit,$(LIMIT)) $(call flag,--force,$(FORCE)) $(call opt,--stages,$(STAGES)) \
 	$(call opt,--modes,$(MODES)) $(call opt,--general,$(GENERAL)) $(call opt,--general-n,$(GENERAL_N)) \
+	$(if $(ALIGN_CORPUS),$(if $(filter 0 false no,$(ALIGN_CORPUS)),--no-align-corpus,--align-corpus)) \
 	$(call opt,--beams,$(BEAMS)) $(call opt,--best-of-n,$(BEST_OF_N)) $(call flag,--dry-run,$(DRY_RUN)) $(TRAIN_ARGS))
 train: $(STAMP)
 	$(TRAIN_LAUNCH) train run $(TRAIN_FLAGS)

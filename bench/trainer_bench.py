@@ -290,7 +290,7 @@ def bench_sft(base: Path, work: Path, rows: list[dict], sz: Sizes, device: str, 
     gpu = device == "cuda"
     cfg = AlignConfig.tiny().override(max_steps=sz.sft_steps, batch_size=sz.sft_batch, per_device_batch=sz.sft_batch,
                                       max_length=sz.sft_len, logging_steps=1, bf16=gpu, activation_checkpointing=gpu,
-                                      warmup_ratio=0.0)
+                                      warmup_steps=0.0)
     clock = StepClock(device, capture=sz.sft_steps)
     progress(f"trainer: SFT {sz.sft_steps} steps of {sz.sft_batch}x{sz.sft_len} tokens through run_sft ({label})")
     with clock.patched():
@@ -356,7 +356,8 @@ def bench_grpo(base: Path, work: Path, rows: list[dict], valid_sids: set[str], s
 
     gpu = device == "cuda"
     base_cfg = GRPOStageConfig() if gpu else GRPOStageConfig.tiny()
-    cfg = base_cfg.override(num_generations=sz.grpo_group, batch_size=sz.grpo_completions,
+    cfg = base_cfg.override(num_generations=sz.grpo_group, prompts_per_step=sz.grpo_completions // sz.grpo_group,
+                            generation_batch=sz.grpo_completions,  # one generate call per step (the peer's shape)
                             per_device_batch=sz.grpo_per_device, max_completion_length=sz.grpo_len,
                             max_steps=sz.grpo_steps, eval_every=0, bf16=gpu, activation_checkpointing=gpu)
     clock = StepClock(device)

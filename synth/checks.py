@@ -5,10 +5,11 @@ Two checks, both against the whole catalogue, both built once per run (``Catalog
 - SID-only (``sid_only_problems``): a stage-2 text carries the SIDs it must, every
   SID-shaped run in it is a real SID, and no catalogue title appears in it, neither
   whole (normalised) nor as a near-verbatim *distinctive fragment*.
-- Leak (``leak_problems``): nothing of the held-out next item shows in a user-centric
-  text: not its SID, not its title, not distinctive fragments of it, not a
-  paraphrase that gathers most of its rare title words in a short window, not its
-  model numbers.
+- Leak (``leak_problems``): nothing of the held-out next item shows in a user's stage-1
+  reasoning (which reasoning activation reuses before that item's SID): not its SID, not
+  its title, not distinctive fragments of it, not a paraphrase that gathers most of its
+  rare title words in a short window, not its model numbers. (The stage-2 narrative ends
+  by recommending that item, so it is SID-only with the item's SID required instead.)
 
 Speed matters (the checks run on every answer of a teacher that may deliver a
 thousand a second), so nothing here loops over titles per text: the fragments of
@@ -259,7 +260,7 @@ class Catalog:
     # -- matching -----------------------------------------------------------------
     def _scan(self, text: str) -> tuple[list[tuple[str, frozenset[str]]], list[str]]:
         """(title fragments found, normalised words) of a text; the last text is memoised
-        because the engine runs both checks on each user-centric answer."""
+        because the engine runs both checks on each user reasoning."""
         last = self._last
         if last is not None and last[0] == text:
             return last[1]
@@ -299,7 +300,7 @@ class Catalog:
         """Reason codes when ``text`` reveals the held-out item ``target_item_id``.
 
         Pass the sample's ``history``: a user who bought the target before has its SID in
-        the history, which the text must recite, so that SID is then no leak (about one
+        the history, which the text may name, so that SID is then no leak (about one
         Office training sample in ten repeats an item)."""
         target = str(target_item_id)
         if target not in self.titles:

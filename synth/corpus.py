@@ -1,4 +1,5 @@
-"""Where corpora live and how they are written: ``<corpora_dir>/<dataset>/<teacher>/``.
+"""Where corpora live and how they are written: ``<corpora_dir>/<dataset>/<teacher>/``
+(``<teacher>@reference/`` for a corpus written with the publishers' SIDs, ``SIDS=reference``).
 
 - ``items.jsonl``    ``{item_id, sid, text, insights}`` per accepted item, in item order;
 - ``users.jsonl``    ``{user_id, history, target, reasoning, text}`` per accepted training
@@ -37,8 +38,11 @@ def safe_teacher_name(teacher: str) -> str:
     return name
 
 
-def corpus_dir(dataset: str, teacher: str, root: str | os.PathLike) -> Path:
-    return Path(root) / dataset / safe_teacher_name(teacher)
+def corpus_dir(dataset: str, teacher: str, root: str | os.PathLike, sid_set: str = "own") -> Path:
+    """``<root>/<dataset>/<teacher>`` for the own SIDs, ``<teacher>@<sid_set>`` for another SID set
+    (``SIDS=reference``: ``metadata@reference``), so corpora of different SIDs never share a folder."""
+    name = safe_teacher_name(teacher)
+    return Path(root) / dataset / (name if sid_set == "own" else f"{name}@{safe_teacher_name(sid_set)}")
 
 
 def _write_lines(path: Path, records: Iterable[dict]) -> int:

@@ -54,8 +54,8 @@ from synth.teacher import (
 ITEM, USER = "item", "user"
 # How much of a rejected output to keep in rejected.jsonl (enough to see why).
 REJECTED_TEXT_CHARS = 4000
-# The dataset files a corpus depends on (hashed into the manifest).
-DATASET_FILES = ("items.jsonl", "train.jsonl", "sids.json")
+# The dataset files a corpus depends on (hashed into the manifest), besides the SID file of its SID set.
+DATASET_FILES = ("items.jsonl", "train.jsonl")
 
 
 class BudgetReached(Exception):
@@ -90,6 +90,8 @@ class SynthConfig:
                            "hosted_vllm/<model>, openai/<model> with --api-base) or 'metadata', the rule-based "
                            "baseline (TEACHER)")
     data_dir: str = setting("data", "the folder holding the datasets (DATA_DIR)")
+    sids: str = setting("own", "the SIDs the corpus names items by: own (sids.json), reference (the publishers' "
+                        "reference_sids.json; written to <teacher>@reference/) or a SID map's path (SIDS)")
     corpora_dir: str = setting("corpora", "where corpora/<dataset>/<teacher>/ is written (CORPORA_DIR)")
     cache_dir: str = setting(".cache/synth", "the response cache's folder (CACHE_DIR)")
     prompts_dir: str | None = setting(None, "prompt templates; none: the shipped prompts/synth/ (PROMPTS_DIR)")
@@ -215,7 +217,8 @@ class Engine:
         self.llm = config.teacher != METADATA  # else the steps' rules answer
         self.dataset = Dataset(dataset_dir(config.dataset, config.data_dir))
         self.items: dict[str, Item] = self.dataset.items
-        self.sids = self.dataset.sids()
+        self.sid_set = self.dataset.sid_set(config.sids)  # THE SID file (synth.data.dataset), in the manifest
+        self.sids = self.sid_set.load()
         self.sid_str = {k: "".join(v) for k, v in self.sids.items()}
         self.prompts = PromptSet(config.prompts_dir)
         self.prompt_hashes = self.prompts.hashes()
@@ -254,7 +257,7 @@ class Engine:
             missing += [i for i in (*s.history, s.target) if i not in self.sids]
         if missing:
             raise DatasetError(
-                f"{self.dataset.path}/sids.json has no SID for item {missing[0]!r} "
+                f"{self.sid_set.path} has no SID for item {missing[0]!r} "
                 f"({len(set(missing))} items in all): re-run `make sids DATASET={self.dataset.name}`")
 
     def _dedup_on(self) -> bool:
@@ -447,7 +450,8 @@ class Engine:
         self._drop_near_duplicates(results)
         tally = self._tally(results)
         manifest = self._manifest(tally)
-        out = write_corpus(corpus_dir(self.dataset.name, self.config.teacher, self.config.corpora_dir),
+        out = write_corpus(corpus_dir(self.dataset.name, self.config.teacher, self.config.corpora_dir,
+                                      self.sid_set.name),
                            tally.items, tally.users, tally.rejected, manifest)
         if tally.unfinished:
             return RunResult(manifest, out, 3, f"budget reached (${self.stats.spent_usd:.4f} of "
@@ -502,7 +506,8 @@ class Engine:
     def _manifest(self, tally: Tally) -> dict:
         cfg, s = self.config, self.stats
         prov = provenance({**to_dict(cfg), "api_base": safe_bases(cfg.api_base)},
-                          {name: self.dataset.path / name for name in DATASET_FILES})
+                          {**{name: self.dataset.path / name for name in DATASET_FILES},
+                           self.sid_set.path.name: self.sid_set.path})
         teacher = self._teacher_fields()
         n_written = len(tally.items) + len(tally.users)
         manifest = {
@@ -537,6 +542,7 @@ class Engine:
             "generation": cfg.generation(),
             "prompt_hashes": self.prompt_hashes,
             "dataset_files": {name: f["sha256"] for name, f in prov["inputs"].items()},
+            "sid_set": self.sid_set.record(),  # {name, file, sha256}: a run with other SIDs refuses this corpus
             "limit": cfg.limit,
             "concurrency": cfg.concurrency,
             "seed": cfg.seed,

@@ -4,13 +4,15 @@ Each of the four steps (``synth.steps``) has a rule here that computes the step'
 from the step's template context, so the rest of the pipeline (checks, dedup, corpus files)
 runs unchanged and anywhere; nothing is rendered, sent or cached:
 
-- item_analysis: JSON insights built from the brand, categories, description sentences
-  and the most frequent description words;
+- item_analysis: JSON insights built from the brand, categories, the listing's feature
+  bullets, description sentences and the most frequent description and feature words;
 - item_integration: a paragraph "The item <SID> is a <kind> by <brand>. ..." that fuses
   those insights and never writes the title;
 - user_reasoning: a first-person summary of the kinds and brands in the history, each
   item by SID; every word of the hidden next item's title is left out, so it cannot leak;
-- user_narrative: recites the SID history, then the reasoning, in one paragraph.
+- user_narrative: recites the SID history, then the reasoning, and ends by recommending
+  the next item by its SID (the narrative is an item-prediction text; the reasoning stays
+  blind to that item).
 
 Text taken from the description is kept only when it holds no run of three words of
 the item's own title and none of its model numbers; given the run's ``Catalog``,
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 MAX_SENTENCES = 4       # description sentences kept in the refined description
 MAX_SENTENCE_WORDS = 40
 MAX_KEYWORDS = 8
+MAX_FEATURES = 5        # key features in the insights (the prompt asks for 3-5)
 
 _SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 _CODE_RE = re.compile(r"\d")
@@ -93,6 +96,21 @@ def _sentences(description: str) -> list[str]:
     return out
 
 
+def _features(features: list[str], title: str, catalog: "Catalog | None") -> list[str]:
+    """The listing's feature bullets that can stand as key features: short enough, no markup
+    left, and no trace of a title (the item's own or, given the catalogue, any other)."""
+    out = []
+    for f in features:
+        f = " ".join(str(f).split()).rstrip(".!?;:,")
+        n = len(f.split())
+        if (2 <= n <= MAX_SENTENCE_WORDS and len(f) <= 280 and "{" not in f and "<" not in f
+                and _safe(f, title, catalog)):
+            out.append(f)
+        if len(out) == MAX_FEATURES:
+            break
+    return out
+
+
 def _keywords(text: str, exclude: set[str], k: int = MAX_KEYWORDS) -> list[str]:
     """The most frequent meaningful words, ties broken alphabetically (deterministic)."""
     counts = Counter(
@@ -148,10 +166,11 @@ def _item_insights(ctx: dict, catalog: "Catalog | None") -> dict:
     sentences = [s for s in _sentences(ctx.get("description", "")) if _safe(s, title, catalog)]
     refined = [f"This item ({kind}) is made by {maker}" + (f" and listed under {leaf}." if leaf else ".")]
     refined += sentences[:MAX_SENTENCES]
-    keywords = _keywords(f"{title} {ctx.get('description', '')}",
+    listed = _features(ctx.get("features") or [], title, catalog)
+    keywords = _keywords(f"{title} {ctx.get('description', '')} {' '.join(listed)}",
                          exclude=_codes(title) | set(normalize(brand).split()))
     keywords = [k for k in keywords if k != normalize(title)] or [kind]
-    features = [s.rstrip(".!?") for s in sentences[MAX_SENTENCES:MAX_SENTENCES + 4]]
+    features = (listed + [s.rstrip(".!?") for s in sentences[MAX_SENTENCES:MAX_SENTENCES + 4]])[:MAX_FEATURES]
     if not features:
         features = [f"{_a(kind)} by {maker}"] + ([f"part of the {leaf} range"] if leaf else [])
     return {
@@ -250,10 +269,23 @@ def _user_reasoning(ctx: dict, catalog: "Catalog | None" = None) -> str:
 
 
 def _user_narrative(ctx: dict, catalog: "Catalog | None" = None) -> str:
+    """The history's SIDs in order, the (blind) reasoning, then the recommendation: the
+    target by its SID, with its kind and maker when neither is a catalogue title fragment."""
     sids = ctx["history_sids"]
     reasoning = (ctx.get("reasoning") or "").strip() or _user_reasoning(ctx, catalog)
     opening = f"This user has interacted with {', '.join(sids)}, in that order."
-    return f"{opening} Reading this history as an analyst: {reasoning}"
+    target = ctx["target"]
+
+    def allowed(word: str) -> str:
+        return "" if not word or (catalog is not None and catalog.title_hits(word)) else word
+
+    kind = allowed(item_kind(target.get("title", ""), target.get("brand", "")))
+    brand = allowed(target.get("brand", ""))
+    what = (f", {_a(kind)}" if kind and kind != "product" else "") + (f" from {brand}" if brand else "")
+    if catalog is not None and catalog.title_hits(what):  # the two words together may be one
+        what = ""
+    closing = f"Given this history, the item I recommend next is {target['sid']}{what}."
+    return f"{opening} Reading this history as an analyst: {reasoning} {closing}"
 
 
 def _item_analysis(ctx: dict, catalog: "Catalog | None" = None) -> str:

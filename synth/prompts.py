@@ -163,7 +163,22 @@ def _strict_subset(schema):
 
 # --- contexts -------------------------------------------------------------------------
 
-def item_context(item: "Item", sid: str, max_description_tokens: int = 512) -> dict:
+def truncate_list(texts: list[str], max_tokens: int) -> list[str]:
+    """The first texts of ``texts`` that fit in about ``max_tokens`` tokens together; the
+    one that crosses the budget is cut (``truncate_tokens``), the rest dropped."""
+    out: list[str] = []
+    left = max_tokens
+    for text in texts or ():
+        if left <= 0:
+            break
+        cut = truncate_tokens(text or "", left)
+        out.append(cut)
+        left -= max(1, len(cut) // CHARS_PER_TOKEN_CAP, int(len(cut.split()) / 0.75))
+    return out
+
+
+def item_context(item: "Item", sid: str, max_description_tokens: int = 512,
+                 max_feature_tokens: int = 256) -> dict:
     """What the item templates see (step 2 adds ``insights``)."""
     return {
         "item_id": item.item_id,
@@ -172,13 +187,15 @@ def item_context(item: "Item", sid: str, max_description_tokens: int = 512) -> d
         "brand": item.brand or "",
         "categories": list(item.categories or []),
         "description": truncate_tokens(item.description or "", max_description_tokens),
+        "features": truncate_list(list(getattr(item, "features", None) or []), max_feature_tokens),
     }
 
 
 def user_context(sample: "Sample", items: dict[str, "Item"], sids: dict[str, list[str]],
                  max_description_tokens: int = 96) -> dict:
     """What the user templates see (step 2 adds ``reasoning``): the history with titles,
-    truncated descriptions and SIDs, and the hidden next item (title and SID)."""
+    truncated descriptions and SIDs, and the next item (title and SID): stage 1 shows only its
+    title, for guidance, and must stay blind to it; stage 2 ends by recommending it by SID."""
     def entry(iid: str) -> dict:
         it = items[iid]
         return {

@@ -19,8 +19,17 @@ The flows, two steps each (a record's second step sees the first one's value):
 
 - item: ``item_analysis`` (JSON insights, parsed and schema-checked) ->
   ``item_integration`` (one paragraph; SID-only: the item's own SID, no unknown SID, no title);
-- user: ``user_reasoning`` (nothing of the held-out next item) -> ``user_narrative`` (one
-  paragraph; SID-only with every history SID, and the same leak check).
+- user: ``user_reasoning`` (blind: nothing of the held-out next item, which activation
+  reuses as the thinking before that item's SID; and SID-only: no unknown SID, no catalogue
+  title) -> ``user_narrative`` (one paragraph that recites the history and ends by
+  recommending the next item: SID-only with every history SID *and* the target's SID; no
+  leak check, naming the target is its point, as in the paper's published example).
+
+Reason codes a user record can end with (``synth.checks``; the first problem is reported):
+the reasoning ``empty_after_cleaning``, ``leak_sid``, ``leak_title`` (the target, by SID,
+title, fragment, paraphrase or model number), ``unknown_sid``, ``title_in_text`` (another
+catalogue title); the narrative ``empty``, ``list``, ``missing_sid`` (a history SID or the
+target's SID is absent), ``unknown_sid``, ``title_in_text``; either ``truncated``.
 """
 from __future__ import annotations
 
@@ -79,15 +88,19 @@ def make_steps(prompts: PromptSet, catalog: Catalog) -> Steps:
         return _paragraph(text, paragraph_problems(text) + catalog.sid_only_problems(text, [ctx["item_id"]]))
 
     def reasoning(answer: str, ctx: dict) -> Checked:
+        # The target's own problems first (leak_sid, leak_title name what went wrong more
+        # precisely than title_in_text, which the target's title also raises), then the
+        # SID-only problems of any text that names items: unknown SIDs, other titles.
         text = clean_generation(answer)
         if not text.strip():
             return Checked(problems=("empty_after_cleaning",), text=text)
-        return _paragraph(text, catalog.leak_problems(text, ctx["target"]["item_id"], _history(ctx)))
+        return _paragraph(text, catalog.leak_problems(text, ctx["target"]["item_id"], _history(ctx))
+                          + catalog.sid_only_problems(text, []))
 
     def narrative(answer: str, ctx: dict) -> Checked:
-        text, history = clean_generation(answer), _history(ctx)
-        return _paragraph(text, paragraph_problems(text) + catalog.sid_only_problems(text, history)
-                          + catalog.leak_problems(text, ctx["target"]["item_id"], history))
+        text = clean_generation(answer)
+        required = [*_history(ctx), ctx["target"]["item_id"]]
+        return _paragraph(text, paragraph_problems(text) + catalog.sid_only_problems(text, required))
 
     return Steps(step("item_analysis", analysis), step("item_integration", integration),
                  step("user_reasoning", reasoning), step("user_narrative", narrative))

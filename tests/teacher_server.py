@@ -6,12 +6,16 @@ engine's checks on purpose:
 - a request with a ``json_schema`` response format (item stage 1) gets a JSON object
   generated from that schema;
 - any other request gets a paragraph of made-up words (never an item title) that
-  mentions every SID found in the prompt except the hidden next item's (the SIDs on a
-  line that names the hidden/held-out/next/target item), in order.
+  mentions, in order, every SID found in the user turn except those on a line that names
+  a hidden/held-out/next/target item (the reasoning stage's reference item), and ends by
+  recommending the SIDs of a line that asks to *recommend* an item (the narrative stage's
+  target, which a compliant teacher names last): a line asking for both is a recommendation.
 
 Content modes (``mode``): ``good``; ``same`` (every answer has the same words: near
-duplicates); ``leak`` (also copies the hidden item's line, title and
-SID, into the answer); ``nosid`` (no SIDs at all: stage 2 fails ``missing_sid``);
+duplicates); ``leak`` (also copies the hidden item's line, title and SID when it has one,
+into the answer: the reasoning stage fails ``leak_title``/``leak_sid``); ``title`` (also
+copies the first history title, a ``Title:`` line of the reasoning prompt, into the answer:
+the reasoning fails ``title_in_text``); ``nosid`` (no SIDs at all: stage 2 fails ``missing_sid``);
 ``badjson`` (stage-1 JSON is broken). ``reject_rate`` turns that share of answers bad
 (chosen by a hash of the request, so the same request with the same ``seed`` always gets
 the same answer, and a new seed gets a new draw: what the engine's resampling relies on).
@@ -71,6 +75,8 @@ except ImportError:  # pragma: no cover
 SID_RUN = re.compile(r"(?:<[a-z]_\d+>)+")
 HIDDEN_LINE = re.compile(r"hidden|held[- ]out|next item|target|do not reveal|never (?:mention|reveal)",
                          re.IGNORECASE)
+RECOMMEND_LINE = re.compile(r"\brecommend", re.IGNORECASE)
+TITLE_LINE = re.compile(r"^\s*Title: (.+)$", re.MULTILINE)
 SYLLABLES = ["lor", "vak", "tes", "min", "qua", "zer", "bol", "nix", "dra", "pel", "sur", "kov",
              "ith", "mon", "gal", "fey", "rud", "sol", "tam", "wex", "yor", "jin", "hap", "cel"]
 FAULTS = ("429", "500", "503", "<any status>", "slow", "malformed", "empty", "drop")
@@ -390,16 +396,24 @@ class TeacherServer:
             text = _dumps(fake_from_schema(schema, rng)).decode()
             # asked in prose only, a chat model wraps its JSON in words and a fence
             return text if rf else f"Here is the analysis you asked for:\n```json\n{text}\n```"
-        hidden_lines = [line for line in prompt.splitlines() if HIDDEN_LINE.search(line)]
+        lines = prompt.splitlines()
+        recommend_lines = [line for line in lines if RECOMMEND_LINE.search(line) and SID_RUN.search(line)]
+        hidden_lines = [line for line in lines if HIDDEN_LINE.search(line) and line not in recommend_lines]
         hidden = {s for line in hidden_lines for s in SID_RUN.findall(line)}
-        sids = [s for s in dict.fromkeys(SID_RUN.findall(prompt)) if s not in hidden]
+        recommended = [s for s in dict.fromkeys(SID_RUN.findall("\n".join(recommend_lines))) if s not in hidden]
+        other = [line for line in lines if line not in recommend_lines]
+        sids = [s for s in dict.fromkeys(SID_RUN.findall("\n".join(other))) if s not in hidden]
         sentences = [_sentence(rng) for _ in range(self.config.sentences)]
         if mode != "nosid" and not bad_draw:
             for i, sid in enumerate(sids):  # spread the SIDs over the sentences
                 k = i % len(sentences)
                 sentences[k] = sentences[k][:-1] + f" as {sid} shows."
+            if recommended:
+                sentences.append(f"So I recommend {' and '.join(recommended)} next.")
         if mode == "leak" and hidden_lines:
             sentences.append(" ".join(hidden_lines))
+        if mode == "title" and (title := TITLE_LINE.search(prompt)):
+            sentences.append(f"I liked {title.group(1)}.")
         return " ".join(sentences)
 
     # ---- running ----
@@ -464,7 +478,7 @@ def main() -> None:
     p.add_argument("--port", type=int, default=8123)
     p.add_argument("--latency", type=float, default=1.0)
     p.add_argument("--jitter", type=float, default=0.0)
-    p.add_argument("--mode", default="good", choices=["good", "same", "leak", "nosid", "badjson"])
+    p.add_argument("--mode", default="good", choices=["good", "same", "leak", "title", "nosid", "badjson"])
     p.add_argument("--reject-rate", type=float, default=0.0)
     p.add_argument("--fault", action="append", default=[], metavar="KIND=RATE",
                    help=f"fault rate, KIND one of {FAULTS}; repeatable")

@@ -16,7 +16,10 @@ The fixture is a tiny category ("Office_Products") built so that every rule matt
 - D reviews S and P on the same day (S first in the file): ties keep file order;
 - the file lists F, D, B, A, L, C, E, G, J, K: user order is first appearance.
 - Q has two metadata lines (the second with an empty title): the title of the first
-  stays, the brand of the last wins. S's metadata line is a Python dict literal.
+  stays, the brand of the last wins. S's metadata line is a Python dict literal, and its
+  ``feature`` a Python list literal in a string.
+- P's ``feature`` bullets carry HTML, an entity, a blank one and a repeat: cleaned like
+  descriptions, blank and repeated bullets dropped, they reach ``features`` in items.jsonl.
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ from synth.data.amazon import (
 from synth.data.dataset import Dataset, DatasetError
 from synth.data.download import DownloadConfig, DownloadError
 from synth.data.minionerec import fetch_minionerec, published_files
+from synth.prompts import PromptSet, item_context
 from tests.test_download import RangeServer, closed_port_url, count_attempts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,10 +78,11 @@ REVIEWS = [  # (user, item, time) in file order
 META_LINES = [
     json.dumps({"asin": "P", "title": "Paper Clips, 100-Count", "brand": "by\nACME",
                 "category": ["Office Products", "Clips"],
-                "description": ["Steel clips.", "<b>Strong</b>"]}),
+                "description": ["Steel clips.", "<b>Strong</b>"],
+                "feature": ["<b>Rust-proof</b> steel &amp; vinyl", "Holds 10 sheets", " ", "holds 10 SHEETS"]}),
     json.dumps({"asin": "Q", "title": "Quill Pen", "brand": "Old"}),
     json.dumps({"asin": "R", "title": "Ruler &amp; Set"}),
-    repr({"asin": "S", "title": "Stapler",
+    repr({"asin": "S", "title": "Stapler", "feature": "['Jams <i>never</i>']",
           "category": ["Office Products", '<span class="a-list">bad</span>']}),
     json.dumps({"asin": "H", "title": "<i>Hammer</i> &amp;amp; Nails"}),
     json.dumps({"asin": "X", "title": "   "}),
@@ -99,12 +104,16 @@ VALID = [("E", [3, 4, 1, 2], 0), ("G", [1], 1)]
 TEST = [("G", [1, 1], 2), ("G", [1, 1, 2], 3), ("G", [1, 1, 2, 3], 0)]
 ITEMS = [
     {"item_id": "0", "title": "Stapler", "description": "", "brand": "",
-     "categories": ["Office Products"]},
+     "categories": ["Office Products"], "features": ["Jams never"]},
     {"item_id": "1", "title": "Paper Clips, 100-Count", "description": "Steel clips. Strong",
-     "brand": "ACME", "categories": ["Office Products", "Clips"]},
-    {"item_id": "2", "title": "Quill Pen", "description": "", "brand": "New", "categories": []},
-    {"item_id": "3", "title": "Ruler & Set", "description": "", "brand": "", "categories": []},
-    {"item_id": "4", "title": "Hammer & Nails", "description": "", "brand": "", "categories": []},
+     "brand": "ACME", "categories": ["Office Products", "Clips"],
+     "features": ["Rust-proof steel & vinyl", "Holds 10 sheets"]},
+    {"item_id": "2", "title": "Quill Pen", "description": "", "brand": "New", "categories": [],
+     "features": []},
+    {"item_id": "3", "title": "Ruler & Set", "description": "", "brand": "", "categories": [],
+     "features": []},
+    {"item_id": "4", "title": "Hammer & Nails", "description": "", "brand": "", "categories": [],
+     "features": []},
 ]
 
 
@@ -137,6 +146,17 @@ def test_build_from_raw_matches_the_hand_worked_splits(raw_server, tmp_path):
     assert rows(ds.samples("valid")) == VALID
     assert rows(ds.samples("test")) == TEST
     assert [it.to_dict() for it in ds.items.values()] == ITEMS
+    line = next(json.loads(x) for x in (out / "items.jsonl").read_text().splitlines() if '"item_id": "1"' in x)
+    assert line["features"] == ["Rust-proof steel & vinyl", "Holds 10 sheets"]
+    # ... and the stage-1 prompt (and stage 2's) shows them, with the description
+    ps, ctx = PromptSet(), item_context(ds.items["1"], "<a_1><b_1><c_1>")
+    stage1 = ps.render("item_analysis", ctx)[1]["content"]
+    assert "Description: Steel clips. Strong\nFeatures: Rust-proof steel & vinyl; Holds 10 sheets\n" in stage1
+    insights = {"refined_description": "x", "primary_use_cases": ["x"], "target_audiences": ["x"],
+                "key_features": ["x"], "related_keywords": ["x"]}
+    stage2 = ps.render("item_integration", {**ctx, "insights": insights})[1]["content"]
+    assert "Features: Rust-proof steel & vinyl; Holds 10 sheets\n" in stage2
+    assert "Features: none given" in ps.render("item_analysis", item_context(ds.items["2"], "<a_2>"))[1]["content"]
     assert {k: stats[k] for k in ("items", "users", "train", "valid", "test", "interactions",
                                   "reviews_in_core", "window_start", "window_end")} == {
         "items": 5, "users": 6, "train": 19, "valid": 2, "test": 3, "interactions": 24,
@@ -148,6 +168,26 @@ def test_build_from_raw_matches_the_hand_worked_splits(raw_server, tmp_path):
     n = len(raw_server.requests)
     build_from_raw("office", tmp_path / "again", tmp_path / "raw", raw_server.url, cfg, QUIET)
     assert len(raw_server.requests) == n
+
+
+def test_items_jsonl_without_features_still_loads(tmp_path):
+    """items.jsonl written before ``features`` existed: the items load with none."""
+    d = tmp_path / "old"
+    d.mkdir()
+    (d / "items.jsonl").write_text(json.dumps({"item_id": "7", "title": "Pen", "description": "Blue.",
+                                               "brand": "B", "categories": ["Office"]}) + "\n")
+    item = Dataset(d).items["7"]
+    assert item.features == [] and item.to_dict()["features"] == []
+    assert "Features: none given" in PromptSet().render("item_analysis", item_context(item, "<a_7>"))[1]["content"]
+
+
+def test_feature_cleaning():
+    from synth.data.text import clean_list
+
+    assert clean_list(None) == [] == clean_list("") == clean_list([]) == clean_list(["", " <br> "])
+    assert clean_list("['a &amp; b', '<p>c</p>']") == ["a & b", "c"]  # a literal, parsed, never run
+    assert clean_list("Just one <b>line</b>") == ["Just one line"]
+    assert clean_list(["x", ["y", "X"], "__import__('os')"]) == ["x", "y", "__import__('os')"]
 
 
 def test_window_moves_back_while_too_few_items(raw_server, tmp_path):

@@ -80,8 +80,12 @@ def test_every_record_ends_written_rejected_or_failed(data_dir, tmp_path, server
     for r in items:
         assert cat.sid_only_problems(r["text"], [r["item_id"]]) == []
     for r in users:
-        assert cat.sid_only_problems(r["text"], r["history"]) == [] == cat.leak_problems(r["text"], r["target"])
-        assert cat.leak_problems(r["reasoning"], r["target"]) == []
+        # the narrative recites the history and ends by recommending the target by its SID
+        # (issue 11: an item-prediction text), so it names the target: a leak_sid by design
+        assert cat.sid_only_problems(r["text"], [*r["history"], r["target"]]) == []
+        assert cat.leak_problems(r["text"], r["target"], r["history"]) == ["leak_sid"]
+        # the reasoning (which activation reuses) stays blind and SID-only
+        assert cat.leak_problems(r["reasoning"], r["target"]) == [] == cat.sid_only_problems(r["reasoning"], [])
     # a re-run with a healthy teacher sends only what is missing (the failed records'),
     # then a third run sends nothing
     server.config.fault_rates, before = {}, server.requests
@@ -243,7 +247,8 @@ def test_batch_api_gives_the_same_corpus_as_real_time(data_dir, tmp_path, server
 
 
 def test_a_repeat_purchase_is_no_leak(tmp_path, server):
-    """The narrative recites the history, so a target bought before shows its SID legitimately."""
+    """The reasoning may name history items, so a target bought before shows its SID there
+    legitimately (the narrative names the target anyway: it recommends it)."""
     root = tmp_path / "data"
     make_dataset(root, "tiny", n_items=8, n_train=2)
     train = root / "tiny" / "train.jsonl"
@@ -255,6 +260,8 @@ def test_a_repeat_purchase_is_no_leak(tmp_path, server):
     assert m["requests_sent"] == server.requests == 6  # two stages for each of the three
     users = [json.loads(line) for line in (result.out_dir / "users.jsonl").read_text().splitlines()]
     assert users[-1]["target"] == "I001" and "I001" in users[-1]["history"]
+    sid = "".join(json.loads((root / "tiny" / "sids.json").read_text())["I001"])
+    assert sid in users[-1]["reasoning"] and users[-1]["text"].endswith(f"So I recommend {sid} next.")
 
 
 def test_hostile_item_text_reaches_the_teacher_as_inert_bounded_data(tmp_path, server):

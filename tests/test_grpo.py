@@ -56,7 +56,7 @@ def test_grpo_raises_mean_reward(tmp_path):
     fmt_rows = [{"messages": task_messages("sid2sid", sid[rng.choice(list(SIDS))], history=[sid[k]])}
                 for k in SIDS for _ in range(8)]
     sft = AlignConfig.tiny().override(epochs=10, learning_rate=1e-2, batch_size=16, per_device_batch=16,
-                                      logging_steps=10, warmup_ratio=0.05, packing=False, max_steps=-1)
+                                      logging_steps=10, warmup_steps=0.05, packing=False, max_steps=-1)
     run_sft(tmp_path / "base", tmp_path / "fmt", fmt_rows, None, sft)
 
     _, tok = load_model(tmp_path / "fmt" / "model")
@@ -66,7 +66,7 @@ def test_grpo_raises_mean_reward(tmp_path):
     rng.shuffle(rows)
     lr = float(os.environ.get("GRPO_TEST_LR", "1e-3"))
     cfg = GRPOStageConfig.tiny().override(
-        learning_rate=lr, num_generations=8, batch_size=32, per_device_batch=32,
+        learning_rate=lr, num_generations=8, prompts_per_step=4, per_device_batch=32, generation_batch=32,
         max_completion_length=len(canonical), max_steps=STEPS, eval_every=0, beta=1e-3, seed=0,
     )
     summary = run_grpo(tmp_path / "fmt" / "model", tmp_path / "grpo", rows, cfg, set(sid.values()))

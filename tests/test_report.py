@@ -71,12 +71,18 @@ def test_report_includes_every_run_and_skips_malformed_files_by_name(runs, caplo
         assert f"| {run} |" in md
     assert "| tiny-metadata | tiny | metadata (cdcdcdcd) | align → activate → grpo | " in md
     assert "office (train 9,484 rows, sha abababab)" in md
-    assert "| tiny-gpt | tiny | gpt-4o-mini | align | office, limit 200 rows | direct |" in md
+    assert "| tiny-gpt | tiny | gpt-4o-mini | align | office, limit 200 rows | — | direct |" in md
+    assert "| office (train 9,484 rows, sha abababab) | item ids | direct |" in md  # baselines: no SIDs
     assert "0.1110" in md and "0.0450" in md
     assert "other" not in md  # another dataset's runs stay out
     assert "broken/metrics.json" in md and "nostages/metrics.json" in md
-    # the paper's numbers, marked as such
+    # the paper's numbers, marked as such: all ten models of Table 2 for Office, and Table 3
     assert "published, not measured" in md and "| SIDReasoner |" in md and "0.1648" in md
+    for model in ("Caser", "GRU4Rec", "SASRec", "TIGER", "HSTU", "LETTER", "LCRec", "ReaRec", "R2ec"):
+        assert f"| paper: Office | {model} |" in md
+    assert len(rep.published) == 10 and "unverified" not in md
+    assert "| S2 | after RL | paper: Office | — | — | 0.1607 | 0.1178 | — | published, not measured (Table 3) |" in md
+    assert "Table 5" not in md  # Games only
     assert rep.png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "![Recall@10 and NDCG@10](report.png)" in md
 
@@ -104,5 +110,50 @@ def test_paper_dataset_names():
     assert paper_dataset("video-games") == "Games"
     assert paper_dataset("movielens") is None
     rows = published_rows("office")
-    assert {r["model"] for r in rows} >= {"SASRec", "SIDReasoner"}
-    assert all(not r["verified"] for r in rows)  # transcriptions until checked against the paper
+    assert len(rows) == 10 and {r["model"] for r in rows} >= {"SASRec", "SIDReasoner"}
+    assert all(r["verified"] for r in rows)  # checked against the paper (tests/test_published.py)
+
+
+def _llm(teacher, stages, sid_set="own", general=None):
+    return {"kind": "llm", "model": "tiny", "dataset": "games", "teacher": {"name": teacher} if teacher else None,
+            "sid_set": {"name": sid_set, "file": "x", "sha256": "ef" * 32},
+            "config": {"align": {"general": general, "general_n": 100 if general else 0}},
+            "stages": stages}
+
+
+def test_runs_sit_beside_the_papers_table3_and_table5_rows(tmp_path):
+    root = tmp_path / "runs"
+    _write(root / "games" / "s1" / "metrics.json", _llm(None, {
+        "align": {"thinking": _metrics(0.01)}, "grpo": {"thinking": _metrics(0.02)}}))
+    _write(root / "games" / "s2" / "metrics.json", _llm("metadata", {
+        "align": {"thinking": _metrics(0.03)}, "activate": {"thinking": _metrics(0.04)},
+        "grpo": {"thinking": _metrics(0.05)}}, sid_set="reference"))
+    _write(root / "games" / "s3" / "metrics.json", _llm("gpt-4o-mini", {"grpo": {"direct": _metrics(0.06)}},
+                                                        general="chat.jsonl"))
+    _write(root / "games" / "s1-recorded" / "metrics.json", {**_llm("metadata", {"grpo": {"direct": _metrics(0.08)}}),
+                                                             "variant": "s1"})  # TEACHER=x ALIGN_CORPUS=0
+    _write(root / "games" / "s1-general" / "metrics.json", {**_llm(None, {"grpo": {"direct": _metrics(0.09)}}),
+                                                            "variant": "s1+general"})  # none of the paper's
+    _write(root / "games" / "baseline-popular" / "metrics.json", {
+        "kind": "baseline", "model": "popular", "stages": {"popular": {"direct": _metrics(0.07)}}})
+    rep = report.build("games", root)
+    assert [(r.run, r.variant, r.rl) for r in rep.rows if r.variant] == [
+        ("s1", "S1", "before_rl"), ("s1", "S1", "after_rl"), ("s1-recorded", "S1", "after_rl"),
+        ("s2", "S2", None), ("s2", "S2", "before_rl"), ("s2", "S2", "after_rl"), ("s3", "S3", "after_rl")]
+    md = rep.markdown_path.read_text(encoding="utf-8")
+    t3 = md[md.index("Table 3 (Games)"):md.index("Table 5")]
+    lines = [line for line in t3.splitlines() if line.startswith("| S")]
+    assert [line.split(" | ")[:3] for line in lines] == [
+        ["| S1", "before RL", "paper: Games"], ["| S1", "before RL", "s1"],
+        ["| S1", "after RL", "paper: Games"], ["| S1", "after RL", "s1"], ["| S1", "after RL", "s1-recorded"],
+        ["| S2", "before RL", "paper: Games"], ["| S2", "before RL", "s2"],
+        ["| S2", "after RL", "paper: Games"], ["| S2", "after RL", "s2"],
+        ["| S3", "before RL", "paper: Games"],
+        ["| S3", "after RL", "paper: Games"], ["| S3", "after RL", "s3"]]
+    assert "| S2 | after RL | s2 | thinking | reference (efefefef) | 0.0500 |" in t3
+    assert "| S1 | before RL | paper: Games | — | — | 0.0414 | 0.0206 |" in t3
+    t5 = md[md.index("Table 5"):]
+    lines = [line.split(" | ")[:2] for line in t5.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert lines == [["| Metadata", "paper: Games"], ["| Metadata", "s2"], ["| Qwen3-8B", "paper: Games"],
+                     ["| Qwen3-32B", "paper: Games"], ["| GPT-4o-mini", "paper: Games"], ["| GPT-4o-mini", "s3"]]
+    assert "| GPT-4o-mini | paper: Games | — | — | 0.1031 | 0.0563 | — | published, not measured (Table 5) |" in t5

@@ -43,6 +43,11 @@ def test_shared_sid_keeps_first_item_and_counts_collision():
     assert t.items_of([1, 2, 3]) == ["x", "y"]
     assert t.collisions == 1
     assert t.allowed([1, 2]) == [3, 4]
+    # evaluation's SID map: both items of the shared SID map to it, so the decoded x is a hit for y
+    from train.metrics import rank_of
+
+    assert t.sequences["x"] == t.sequences["y"] == (1, 2, 3)
+    assert rank_of("y", [t.item_of([1, 2, 4]), t.item_of([1, 2, 3])], by=t.sequences) == 1
 
 
 def test_mixed_lengths_levels_is_max():

@@ -60,7 +60,9 @@ def parse(argv) -> tuple[str, str | None, bool, dict[str, dict]]:
 def cmd_run(config: str | None, dry: bool, flags: dict[str, dict]) -> int:
     cfg, preset = load(config, flags)
     if dry:
-        print(f"preset: {preset}", file=sys.stderr)
+        print(f"preset: {preset}; variant: {cfg.variant} (S1: alignment tasks, S2: + teacher corpus, "
+              f"S3: + general data); GRPO step: {cfg.grpo.prompts_per_step} prompts x {cfg.grpo.num_generations} "
+              f"completions", file=sys.stderr)
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
     from train.pipeline import run_stages

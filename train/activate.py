@@ -1,6 +1,6 @@
 """Stage 2, activate: reason-then-recommend SFT on the teacher's user-centric reasoning.
 
-Prompt: THE recommendation prompt (``rec_messages``); response ``<think>`` reasoning ``</think>``
+Prompt: THE recommendation prompt (``rec_messages``: the SID -> SID system and user turns); response ``<think>`` reasoning ``</think>``
 then the target SID; the loss covers the whole answer including ``<|im_end|>`` (as released).
 Rows: ``train.tasks.activate_rows``.
 """

@@ -9,7 +9,8 @@ a preset file (``--config``; without one ``configs/train/tiny.yaml`` for ``--mod
 errors naming the file or flag (``synth.settings``).
 
 Values left unset (None) are decided once, by ``TrainConfig.resolved``: a stage's seed is the
-run's seed; bf16 and activation checkpointing are on when a GPU is present. The resolved config
+run's seed; bf16 autocast and activation checkpointing are on when a GPU is present (the weights the
+optimizer updates are fp32 on every device: ``master_weights``). The resolved config
 is what a run prints with ``--dry-run`` and writes into its manifest and metrics.
 """
 from __future__ import annotations
@@ -91,16 +92,19 @@ class DataConfig(Section):
 
     dataset: str | None = setting(None, "dataset folder under data_dir (required)")
     data_dir: str = setting("data", "root of the dataset folders")
-    sids: str | None = setting(None, "SID map to use instead of <data_dir>/<dataset>/sids.json")
+    sids: str | None = setting("own", "SID set (SIDS): own (<data_dir>/<dataset>/sids.json), reference (the "
+                               "publishers' reference_sids.json, as the paper's scripts) or a SID map's path")
 
 
 @dataclass
 class RunConfig(DataConfig):
     SECTION: ClassVar[str] = "run"
 
-    teacher: str | None = setting(None, "teacher corpus under <corpora_dir>/<dataset>/<teacher> (activate needs one)")
+    teacher: str | None = setting(None, "teacher corpus under <corpora_dir>/<dataset>/<teacher> (activate needs "
+                                        "one); none: no corpus, alignment alone (the paper's S1)")
     model: str = setting("Qwen/Qwen3-1.7B", "'tiny', a Hub id or a local path")
-    run: str | None = setting(None, "run name (default <model>-<teacher>)")
+    run: str | None = setting(None, "run name (default <model>-<teacher or nocorpus>, plus -s1 / -s3 for those "
+                                    "variants: TrainConfig.variant)")
     stages: tuple[str, ...] = setting(STAGES, "stages to run; one left out still feeds the next from its saved model")
     limit: int = setting(0, "shrink every split and corpus to N rows, and cap validation/test rows (0 = all)")
     force: bool = setting(False, "redo stages and evaluations whose output exists")
@@ -113,18 +117,28 @@ class RunConfig(DataConfig):
         return cap(self.limit, rows)
 
 
+MASTER_WEIGHTS = ("fp32", "bf16")
+
+
 @dataclass
 class TrainingConfig(Section):
-    """Settings every training stage has (full fine-tuning, AdamW)."""
+    """Settings every training stage has (full fine-tuning, AdamW).
+
+    Precision: the weights the optimizer updates are ``master_weights`` (fp32: every stage loads its
+    model in fp32 through ``train.model.load_for_training``), and ``bf16`` runs forward and backward
+    under bf16 autocast (TrainingArguments ``bf16=True``). bf16 weights would lose any update below
+    bf16 resolution: at GRPO's lr 5e-7 an AdamW step changes almost none of them.
+    """
 
     learning_rate: float = setting(3e-4, "peak learning rate")
     epochs: float = setting(10, "passes over the training rows")
     max_steps: int = setting(-1, "cap on optimizer steps, never past `epochs` (-1 = no cap)")
-    batch_size: int = setting(1024, "global batch per optimizer step (gradient accumulation fills it)")
     per_device_batch: int = setting(16, "rows per device per forward pass")
     logging_steps: int = setting(10, "log every N optimizer steps")
     seed: int | None = setting(None, "seed of this stage (unset: the run's seed)")
-    bf16: bool | None = setting(None, "bf16 mixed precision (unset: on when a GPU is present)")
+    bf16: bool | None = setting(None, "bf16 autocast of forward and backward (unset: on when a GPU is present)")
+    master_weights: str = setting("fp32", "dtype of the weights the optimizer updates: fp32 (with bf16 autocast "
+                                          "for compute) or bf16 (updates below bf16 resolution are lost)")
     activation_checkpointing: bool | None = setting(None, "recompute activations (unset: on when a GPU is present)")
 
     def resolved(self, seed: int | None = None):
@@ -136,15 +150,21 @@ class TrainingConfig(Section):
             activation_checkpointing=gpu if self.activation_checkpointing is None else self.activation_checkpointing,
         )
 
+    def check(self, world: int | None = None) -> None:
+        if self.master_weights not in MASTER_WEIGHTS:
+            raise ConfigError(f"{self.SECTION}.master_weights: {self.master_weights!r}; expected "
+                              f"{' or '.join(MASTER_WEIGHTS)}")
+
 
 @dataclass
 class SFTStageConfig(TrainingConfig):
     """SFT with TRL's SFTTrainer: loss on the assistant turn."""
 
-    max_length: int = setting(2048, "longest training sequence in tokens")
-    warmup_ratio: float = setting(0.03, "share of the steps spent warming up the learning rate")
+    batch_size: int = setting(1024, "global batch in sequences per optimizer step (gradient accumulation fills it)")
+    max_length: int = setting(3072, "longest training sequence in tokens (longer rows are truncated)")
+    warmup_steps: float = setting(20, "learning-rate warmup: optimizer steps (>= 1) or a share of all steps (< 1)")
     weight_decay: float = setting(0.0, "AdamW weight decay")
-    lr_scheduler: str = setting("cosine", "learning-rate schedule (transformers' lr_scheduler_type)")
+    lr_scheduler: str = setting("linear", "learning-rate schedule after warmup (transformers' lr_scheduler_type)")
     packing: bool = setting(False, "pack rows best-fit-decreasing into max_length sequences, padding-free")
 
 
@@ -155,39 +175,51 @@ class AlignConfig(SFTStageConfig):
     SECTION: ClassVar[str] = "align"
 
     epochs: float = restated(TrainingConfig, "epochs", 10, "--align-epochs")
+    per_device_batch: int = restated(TrainingConfig, "per_device_batch", 8)
     patience: int = setting(2, "early stopping: epochs without a better validation loss (released code: 3)")
     eval_rows: int = setting(2000, "validation rows for the per-epoch SID-history -> SID loss (0 = all)")
+    corpus: bool = setting(True, "mix the teacher corpus texts into alignment (false: the paper's S1, the "
+                                 "alignment tasks alone; the corpus still feeds activation)", "--align-corpus")
     general: str | None = setting(None, "general chat data mixed in: a jsonl with 'messages' or a Hub id", "--general")
-    general_n: int = setting(0, "general chat samples mixed in (the paper: 60,000)", "--general-n")
+    general_n: int = setting(60000, "general chat samples mixed in when `general` is set (the paper: 60,000)",
+                             "--general-n")
 
 
 @dataclass
 class ActivateConfig(SFTStageConfig):
-    """Stage 2: reason-then-recommend SFT (the paper: 1 epoch; released: lr 1e-5, 5 epochs)."""
+    """Stage 2: reason-then-recommend SFT (the paper: 1 epoch; released: lr 1e-5, batch 1024, 1,024 tokens)."""
 
     SECTION: ClassVar[str] = "activate"
 
     learning_rate: float = restated(TrainingConfig, "learning_rate", 1e-5)
     epochs: float = restated(TrainingConfig, "epochs", 1, "--activate-epochs")
-    batch_size: int = restated(TrainingConfig, "batch_size", 128)
     per_device_batch: int = restated(TrainingConfig, "per_device_batch", 8)
+    max_length: int = restated(SFTStageConfig, "max_length", 1024)
+    warmup_steps: float = restated(SFTStageConfig, "warmup_steps", 10)
 
 
 @dataclass
 class GRPOStageConfig(TrainingConfig):
-    """Stage 3: GRPO (the paper's Eq. 6-8).
+    """Stage 3: GRPO (the paper's Eq. 6-8), TRL's GRPOTrainer.
 
+    One optimizer step scores ``prompts_per_step`` prompts x ``num_generations`` completions
+    (released verl: train_batch_size 256 prompts x rollout.n 16 = 4,096 completions, one update per
+    batch). TRL counts completions: ``grpo_args`` sets per_device_train_batch_size =
+    ``per_device_batch`` and gradient accumulation = prompts x group / (per_device_batch x processes),
+    and generates ``generation_batch`` completions at a time per process (steps_per_generation).
     ``loss_type="grpo"`` normalises each completion's token losses by its own length and averages
     over the group, as the paper's objective does; TRL's default "dapo" is a different objective.
-    ``batch_size`` counts completions per optimizer step (256 = 16 prompts x group 16).
     """
 
     SECTION: ClassVar[str] = "grpo"
 
     learning_rate: float = restated(TrainingConfig, "learning_rate", 5e-7)
-    epochs: float = restated(TrainingConfig, "epochs", 1)
+    epochs: float = restated(TrainingConfig, "epochs", 10)
     max_steps: int = restated(TrainingConfig, "max_steps", -1, "--grpo-steps")
-    batch_size: int = restated(TrainingConfig, "batch_size", 256)
+    prompts_per_step: int = setting(256, "prompts per optimizer step, each sampled num_generations times")
+    per_device_batch: int = setting(16, "completions per device per forward/backward pass")
+    generation_batch: int = setting(128, "completions generated together per process (a divisor of the step's "
+                                         "completions per process; bounds the rollout memory)")
     logging_steps: int = restated(TrainingConfig, "logging_steps", 1)
     num_generations: int = setting(16, "group size: completions sampled per prompt")
     beta: float = setting(1e-3, "KL coefficient (> 0: TRL rebuilds the reference from the saved model)")
@@ -195,17 +227,40 @@ class GRPOStageConfig(TrainingConfig):
     loss_type: str = setting("grpo", "TRL loss aggregation ('grpo': per-completion length normalisation)")
     temperature: float = setting(1.0, "rollout sampling temperature")
     top_p: float = setting(1.0, "rollout nucleus sampling")
-    max_completion_length: int = setting(512, "longest rollout in tokens (reasoning + SID)")
+    max_prompt_length: int = setting(1024, "longest prompt in tokens; longer prompts are left out of training")
+    max_completion_length: int = setting(1024, "longest rollout in tokens (reasoning + SID); also the reasoning "
+                                               "budget of the validation callback")
     eval_every: int = setting(50, "validation Recall@10 every N steps (0 = never)", "--grpo-eval-every")
     eval_rows: int = setting(256, "validation rows for that Recall@10")
     eval_mode: str = setting("thinking", "decoding mode of that validation (direct | thinking)")
 
+    @property
+    def completions_per_step(self) -> int:
+        return self.prompts_per_step * self.num_generations
+
+    def per_process(self, world: int | None = None) -> int:
+        """Completions per optimizer step on one process."""
+        return self.completions_per_step // (world or world_size())
+
     def check(self, world: int | None = None) -> None:
-        """The batch must split into whole groups on every process."""
+        """A step splits into whole forward passes and whole generation batches on every process, and
+        every generation batch holds whole groups."""
+        super().check(world)
         world = world or world_size()
-        if self.per_device_batch % self.num_generations and (self.per_device_batch * world) % self.num_generations:
-            raise ConfigError(f"grpo: per_device_batch {self.per_device_batch} x {world} process(es) must be "
-                              f"divisible by num_generations {self.num_generations}")
+        total, pd, gen = self.completions_per_step, self.per_device_batch, self.generation_batch
+        if min(self.prompts_per_step, pd, gen) < 1 or self.num_generations < 2:
+            raise ConfigError("grpo: prompts_per_step, per_device_batch and generation_batch must be >= 1 and "
+                              "num_generations >= 2")
+        if total % (pd * world):
+            raise ConfigError(f"grpo: {self.prompts_per_step} prompts x {self.num_generations} = {total} completions "
+                              f"per step do not split into per_device_batch {pd} x {world} process(es)")
+        per_process = total // world
+        if gen % pd or per_process % gen:
+            raise ConfigError(f"grpo: generation_batch {gen} must be a multiple of per_device_batch {pd} and divide "
+                              f"the {per_process} completions per step of each of {world} process(es)")
+        if (gen * world) % self.num_generations:
+            raise ConfigError(f"grpo: generation_batch {gen} x {world} process(es) must hold whole groups of "
+                              f"num_generations {self.num_generations}")
 
 
 @dataclass
@@ -216,7 +271,7 @@ class EvalConfig(Section):
 
     modes: tuple[str, ...] = setting(MODES, "decoding modes to evaluate (direct, thinking)", "--modes")
     num_beams: int = setting(10, "beams of the SID search (= items returned)", "--beams")
-    max_think_tokens: int = setting(256, "reasoning budget in thinking mode", "--max-think-tokens")
+    max_think_tokens: int = setting(1024, "reasoning budget in thinking mode", "--max-think-tokens")
     batch_size: int = setting(32, "prompts per decoding batch")
     best_of_n: int = setting(1, "thinking mode: sample N reasonings and score the best list", "--best-of-n")
     test_rows: int = setting(0, "evaluate the first N test rows (0 = all; run.limit caps it too)")
@@ -268,7 +323,20 @@ class TrainConfig:
         check_modes((self.grpo.eval_mode,), "grpo.eval_mode")
         if not self.run.dataset:
             raise ConfigError("run.dataset is not set: pass --dataset NAME (make: DATASET=)")
+        self.align.check()
+        self.activate.check()
         self.grpo.check()
+
+    @property
+    def variant(self) -> str:
+        """The paper's alignment variant (Table 3) this run trains: ``s1`` the alignment tasks alone (no
+        teacher, or ``align.corpus`` false), ``s2`` plus the teacher corpus, ``s3`` plus general data
+        (``align.general``); ``s1+general`` (general data without the corpus) is none of the paper's."""
+        corpus = bool(self.run.teacher) and self.align.corpus
+        general = bool(self.align.general) and self.align.general_n > 0
+        if general:
+            return "s3" if corpus else "s1+general"
+        return "s2" if corpus else "s1"
 
 
 def check_modes(modes, name: str = "eval.modes") -> None:

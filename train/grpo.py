@@ -12,6 +12,19 @@ Prompts are passed as chat-templated text (``tasks.rec_rows``), so completions a
 model wrote after ``<|im_start|>assistant\\n`` and the reward parses the SID after ``</think>``.
 The policy is loaded from the activate stage's saved folder: with beta > 0 TRL rebuilds the
 reference model from that same path, which already has the SID tokens.
+
+Batch (``grpo_args``): one optimizer step scores ``prompts_per_step`` prompts x ``num_generations``
+completions, as the released verl script (train_batch_size 256 counts prompts, rollout.n 16). TRL
+counts completions: per_device_train_batch_size x gradient_accumulation_steps x processes =
+prompts_per_step x num_generations, and steps_per_generation = generation_batch / per_device_batch
+(the completions generated together; several generations fill one step, all from the same policy).
+Prompts longer than ``max_prompt_length`` tokens are left out (TRL's GRPOConfig has no prompt limit;
+the released script filtered overlong prompts the same way), and completions stop at
+``max_completion_length``.
+
+Precision: the policy is loaded with fp32 master weights (``train.model.load_for_training``) and
+trained under bf16 autocast (``bf16``); TRL builds the reference model in the policy's dtype, so it
+is fp32 too and computes under the same autocast.
 """
 from __future__ import annotations
 
@@ -19,10 +32,11 @@ import logging
 import time
 from pathlib import Path
 
+from synth.data.dataset import DatasetError
 from synth.io import write_json
-from train.config import GRPOStageConfig, grad_accum
+from train.config import GRPOStageConfig, on_gpu
 from train.dist import world_size
-from train.model import load_model
+from train.model import load_for_training
 from train.sft import save_trained
 
 log = logging.getLogger(__name__)
@@ -67,7 +81,8 @@ def make_recall_callback(rows: list[dict], trie, tokenizer, every: int, mode: st
             cfg = DecodeConfig(num_beams=10, num_return=10, mode=mode, max_think_tokens=max_think_tokens,
                                batch_size=batch_size)
             ranked = recommend(model, tokenizer, [r["prompt"] for r in rows], trie, cfg)
-            m = ranking_metrics([rank_of(r["target"], rk) for r, rk in zip(rows, ranked)])
+            # a hit by SID, as in train.evaluate (the same rule for shared reference SIDs)
+            m = ranking_metrics([rank_of(r["target"], rk, by=trie.sequences) for r, rk in zip(rows, ranked)])
             if was_training:
                 model.train()
             point = {"step": state.global_step, "val_recall@10": m["recall@10"], "val_ndcg@10": m["ndcg@10"],
@@ -94,18 +109,45 @@ def make_recall_callback(rows: list[dict], trie, tokenizer, every: int, mode: st
     return RecallCallback()
 
 
-def grpo_args(cfg: GRPOStageConfig, out_dir: Path, reward_weights: list[float]):
-    """TRL's GRPOConfig for ``cfg`` (resolved)."""
+def reward_weights(cfg: GRPOStageConfig) -> list[float]:
+    """Weights of ``make_reward_funcs``' prefix and format rewards and of the measuring reasoning length."""
+    return [1.0, cfg.format_weight, 0.0]
+
+
+def fit_prompts(rows: list[dict], tokenizer, max_prompt_length: int) -> tuple[list[dict], int]:
+    """The rows whose prompt is at most ``max_prompt_length`` tokens, and how many were left out.
+
+    Left out, not truncated: cutting a chat-templated prompt would drop its system turn or part of
+    the history (the released verl run: filter_overlong_prompts with truncation 'error')."""
+    lengths = [len(ids) for ids in tokenizer([r["prompt"] for r in rows], add_special_tokens=False)["input_ids"]]
+    kept = [r for r, n in zip(rows, lengths) if n <= max_prompt_length]
+    dropped = len(rows) - len(kept)
+    if dropped:
+        log.warning("grpo: %d of %d prompts are longer than max_prompt_length %d tokens (longest %d): left out",
+                    dropped, len(rows), max_prompt_length, max(lengths))
+    if rows and not kept:
+        raise DatasetError(f"grpo: every prompt is longer than max_prompt_length {max_prompt_length} tokens "
+                           f"(shortest {min(lengths)}): raise --grpo.max-prompt-length")
+    return kept, dropped
+
+
+def grpo_args(cfg: GRPOStageConfig, out_dir: Path, reward_weights: list[float], world: int | None = None):
+    """TRL's GRPOConfig for ``cfg`` (resolved) on ``world`` processes (default: this launch's).
+
+    Completions per optimizer step = per_device_train_batch_size x gradient_accumulation_steps x world
+    = prompts_per_step x num_generations; TRL's generation_batch_size = generation_batch x world.
+    """
     from trl import GRPOConfig
 
-    world = world_size()
+    world = world or world_size()
     cfg.check(world)
     return GRPOConfig(
         output_dir=str(out_dir / "checkpoints"),
         learning_rate=cfg.learning_rate,
         num_generations=cfg.num_generations,
         per_device_train_batch_size=cfg.per_device_batch,
-        gradient_accumulation_steps=grad_accum(cfg.batch_size, cfg.per_device_batch, world),
+        gradient_accumulation_steps=cfg.per_process(world) // cfg.per_device_batch,
+        steps_per_generation=cfg.generation_batch // cfg.per_device_batch,
         beta=cfg.beta,
         loss_type=cfg.loss_type,
         temperature=cfg.temperature,
@@ -114,7 +156,8 @@ def grpo_args(cfg: GRPOStageConfig, out_dir: Path, reward_weights: list[float]):
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         reward_weights=reward_weights,
-        bf16=cfg.bf16,
+        bf16=cfg.bf16,  # autocast; the weights stay as load_for_training loaded them (master_weights)
+        use_cpu=not on_gpu(),  # transformers refuses bf16 autocast on a CPU unless told it is one
         activation_checkpointing=cfg.activation_checkpointing,
         logging_steps=cfg.logging_steps,
         save_strategy="no",
@@ -137,12 +180,13 @@ def run_grpo(model_dir, out_dir, train_rows: list[dict], cfg: GRPOStageConfig, v
     cfg = cfg.resolved()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model, tok = load_model(model_dir)
+    model, tok = load_for_training(model_dir, cfg.master_weights)
     tok.padding_side = "left"
     funcs = make_reward_funcs(valid_sids, format_weight=cfg.format_weight)
     funcs.append(reasoning_length_func(tok))
-    args = grpo_args(cfg, out_dir, reward_weights=[1.0, cfg.format_weight, 0.0])
-    ds = HFDataset.from_list([{"prompt": r["prompt"], "target_sid": r["target_sid"]} for r in train_rows])
+    args = grpo_args(cfg, out_dir, reward_weights=reward_weights(cfg))
+    kept, overlong = fit_prompts(train_rows, tok, cfg.max_prompt_length)
+    ds = HFDataset.from_list([{"prompt": r["prompt"], "target_sid": r["target_sid"]} for r in kept])
     callbacks = []
     if eval_rows and cfg.eval_every and trie is not None:
         callbacks.append(make_recall_callback(eval_rows, trie, tok, cfg.eval_every, cfg.eval_mode,
@@ -157,7 +201,9 @@ def run_grpo(model_dir, out_dir, train_rows: list[dict], cfg: GRPOStageConfig, v
     steps = [h for h in history if "reward" in h]
     summary = {
         "from": str(model_dir),
-        "train_rows": len(train_rows),
+        "train_rows": len(kept),
+        "overlong_prompts_left_out": overlong,
+        "completions_per_step": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
         "steps": trainer.state.global_step,
         "first_reward": steps[0]["reward"] if steps else None,
         "last_reward": steps[-1]["reward"] if steps else None,

@@ -3,27 +3,46 @@
 rank = 0-based position of the first beam equal to the target (None = miss: not in the list, or an
 invalid output, which constrained decoding makes impossible anyway). With one relevant item the
 ideal DCG is 1, so NDCG@K = 1 / log2(rank + 2) when rank < K, else 0; Recall@K = [rank < K].
-Both are averaged over rows. Compare SID strings rather than item ids when SIDs may be shared by
-several items (a beam equal to the target's SID is a hit, as in the released evaluation).
+Both are averaged over rows.
+
+What "equal" means is THE hit rule, one argument ``by``:
+- ``by=None``: entries are compared as they are (item ids: the baselines, which rank item ids);
+- ``by=sid_of`` (item id -> its SID, e.g. ``SidTrie.sequences``): the ranked items and the target are
+  compared by SID, so a beam whose SID equals the target's SID is a hit, as in the released
+  evaluation (a ranked list of SIDs; the rank of the target's SID). Entries whose SID already
+  appeared higher up are dropped first. With unique SIDs this gives exactly the item-id ranks; with
+  shared SIDs (the publishers' reference SIDs) a target can be hit through the item its SID names.
 """
 from __future__ import annotations
 
 import math
-from typing import Hashable, Sequence
+from typing import Hashable, Mapping, Sequence
 
 
-def rank_of(target: Hashable, ranked: Sequence[Hashable]) -> int | None:
-    """0-based rank of the first entry of ``ranked`` equal to ``target``; None when absent."""
+def rank_of(target: Hashable, ranked: Sequence[Hashable], by: Mapping | None = None) -> int | None:
+    """0-based rank of the first entry of ``ranked`` equal to ``target`` (by SID when ``by`` maps entries
+    to SIDs; see the module docstring); None when absent."""
+    if by is not None:
+        target = by[target]
+        ranked = list(dict.fromkeys(by[r] for r in ranked))  # the ranked SIDs, each once
     for i, r in enumerate(ranked):
         if r == target:
             return i
     return None
 
 
-def best_rank(target: Hashable, rankings: Sequence[Sequence[Hashable]]) -> int | None:
+def best_rank(target: Hashable, rankings: Sequence[Sequence[Hashable]], by: Mapping | None = None) -> int | None:
     """Best-of-N: the best (lowest) rank of ``target`` over N ranked lists (the paper's Figure 4)."""
-    ranks = [r for r in (rank_of(target, lst) for lst in rankings) if r is not None]
+    ranks = [r for r in (rank_of(target, lst, by) for lst in rankings) if r is not None]
     return min(ranks) if ranks else None
+
+
+def targets_sharing(targets: Sequence[Hashable], by: Mapping) -> int:
+    """How many of ``targets`` have a SID (``by``: item -> SID) that another item of ``by`` also has."""
+    counts: dict = {}
+    for sid in by.values():
+        counts[sid] = counts.get(sid, 0) + 1
+    return sum(1 for t in targets if counts[by[t]] > 1)
 
 
 def ndcg_at(rank: int | None, k: int) -> float:

@@ -145,7 +145,10 @@ def build_tiny(
 # loading and SID tokens (shared by tiny and real models)
 # ---------------------------------------------------------------------------------------------
 def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | None = None):
-    """Load a saved/Hub model and its tokenizer; THE chat template is installed; eos/pad set."""
+    """Load a saved/Hub model and its tokenizer; THE chat template is installed; eos/pad set.
+
+    Without ``dtype``: bf16 on a GPU, fp32 on a CPU (inference). Training loads through
+    ``load_for_training`` (fp32 master weights)."""
     from transformers import AutoModelForCausalLM
 
     tok = load_tokenizer(path_or_id)
@@ -156,6 +159,28 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | None = None):
     except OSError as e:
         raise ModelError(f"cannot load the model {path_or_id}: {e}") from e
     _match_tokens(model, tok)
+    return model, tok
+
+
+# The dtype of the weights a training stage updates (TrainingConfig.master_weights).
+MASTER_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def load_for_training(path_or_id: str | os.PathLike, master_weights: str = "fp32"):
+    """THE loader of every training stage (align, activate, GRPO; one process or many): the weights in
+    ``master_weights`` precision, the same on a GPU and a CPU.
+
+    fp32 (the default): the optimizer updates fp32 weights and the trainer's ``bf16=True`` runs the
+    forward and backward passes under bf16 autocast. bf16 weights (``load_model``'s GPU default, kept
+    for inference) would lose every update below bf16 resolution, which at GRPO's lr 5e-7 is almost all
+    of them. Multi-GPU: DeepSpeed keeps fp32 master weights itself and FSDP shards what it is given,
+    so fp32 here is what both get. GRPO's reference model (KL) is built by TRL like the policy: fp32
+    weights, bf16 autocast compute.
+    """
+    if master_weights not in MASTER_DTYPES:
+        raise ValueError(f"master_weights must be one of {sorted(MASTER_DTYPES)}, got {master_weights!r}")
+    model, tok = load_model(path_or_id, dtype=MASTER_DTYPES[master_weights])
+    log.info("training weights of %s in %s", path_or_id, model.dtype)
     return model, tok
 
 

@@ -96,7 +96,7 @@ def train_base(run: Run, stage: Stage, texts: list[str], cfg) -> None:
 
 
 def align_rows(run: Run, cfg) -> tuple[list[dict], list[dict]]:
-    rows = tasks.align_rows(run.inputs, run.cap(), cfg.general, cfg.general_n, run.cfg.run.seed)
+    rows = tasks.align_rows(run.inputs, run.cap(), cfg.general, cfg.general_n, run.cfg.run.seed, corpus=cfg.corpus)
     valid = tasks.align_eval_rows(run.inputs, run.cap(cfg.eval_rows))
     log.info("align: %d training rows, %d validation rows", len(rows), len(valid))
     return rows, valid
@@ -176,8 +176,9 @@ TABLE: tuple[Stage, ...] = (
 # the loop
 # ---------------------------------------------------------------------------------------------
 def run_stages(cfg: TrainConfig, preset: Path | None = None) -> Run:
-    run = open_run(cfg, preset)
     chosen = selected(cfg)
+    check_corpus(cfg, chosen)
+    run = open_run(cfg, preset)
     for stage in TABLE:
         if stage.name in chosen:
             if not run.skip(stage.done(run, stage)):
@@ -207,10 +208,39 @@ def input_files(cfg: TrainConfig, inputs: tasks.Inputs, preset: Path | None) -> 
     corpus = inputs.corpus_dir
     general = cfg.align.general
     return {"preset": preset, **records.dataset_files(inputs.dataset.path),
-            "sids": Path(cfg.run.sids) if cfg.run.sids else inputs.dataset.path / "sids.json",
+            "sids": inputs.sid_set.path,
             "corpus/items.jsonl": corpus / "items.jsonl" if corpus else None,
             "corpus/users.jsonl": corpus / "users.jsonl" if corpus else None,
             "general": Path(general) if general and Path(general).is_file() else None}
+
+
+def run_name(cfg: TrainConfig) -> str:
+    """<model>-<teacher> (S2), <model>-nocorpus-s1 / <model>-<teacher>-s1 (S1), <model>-<teacher>-s3 (S3);
+    with another SID set than the own one, @<set> after it (tiny-metadata@reference), as corpora are named."""
+    from synth.data.dataset import sid_set_name
+
+    variant = cfg.variant
+    sids = sid_set_name(cfg.run.sids)
+    return (f"{Path(cfg.run.model).name}-{cfg.run.teacher or 'nocorpus'}" + ("" if variant == "s2" else f"-{variant}")
+            + ("" if sids == "own" else f"@{sids}"))
+
+
+def run_dir(cfg: TrainConfig) -> Path:
+    return Path(cfg.run.runs_dir) / cfg.run.dataset / (cfg.run.run or run_name(cfg))
+
+
+def check_corpus(cfg: TrainConfig, chosen: set[str]) -> None:
+    """Activation trains on the teacher's user reasoning: a run without a corpus stops before it starts."""
+    from synth.data.dataset import DatasetError
+
+    activate = next(s for s in TABLE if s.name == "activate")
+    done = (run_dir(cfg) / activate.output / "config.json").exists() and not cfg.run.force
+    if "activate" in chosen and not cfg.run.teacher and not done:
+        raise DatasetError(
+            "activate trains on a teacher corpus's user reasoning (users.jsonl) and this run has no corpus "
+            "(TEACHER=none: the paper's S1 alignment). Train S1 alignment alone with STAGES=align,eval, or S1 "
+            "through activation and GRPO with TEACHER=<name> ALIGN_CORPUS=0 (the corpus then feeds activation, "
+            "not alignment)")
 
 
 def open_run(cfg: TrainConfig, preset: Path | None) -> Run:
@@ -220,17 +250,37 @@ def open_run(cfg: TrainConfig, preset: Path | None) -> Run:
     set_threads()
     r = cfg.run
     inputs = tasks.load_inputs(r.dataset, r.data_dir, r.corpora_dir, r.teacher, r.sids)
-    name = r.run or f"{Path(r.model).name}-{r.teacher or 'nocorpus'}"
-    run = Run(cfg, inputs, Path(r.runs_dir) / r.dataset / name)
+    run = Run(cfg, inputs, run_dir(cfg))
+    name = run.dir.name
     run.dir.mkdir(parents=True, exist_ok=True)
     if is_main():
         prov = records.run_provenance(cfg.to_dict(), input_files(cfg, inputs, preset))
-        write_json(run.dir / "manifest.json", prov)
+        sid_set = records.sid_set_block(inputs.sid_set, prov)
+        check_run_sids(run, sid_set)
+        write_json(run.dir / "manifest.json", {**prov, "sid_set": sid_set})
         records.start(run.metrics, records.record(
             kind="llm", model=r.model, dataset=r.dataset, run=name, limit=r.limit, config=cfg.to_dict(), prov=prov,
-            data=records.data_block(inputs.dataset.path, prov),
+            data=records.data_block(inputs.dataset.path, prov), sid_set=sid_set, variant=cfg.variant,
             teacher=records.teacher_block(r.teacher, inputs.corpus_dir, prov)))
     return run
+
+
+def check_run_sids(run: Run, sid_set: dict) -> None:
+    """A run folder holds models of one SID set: resuming it with other SIDs is refused (unless FORCE=1)."""
+    from synth.data.dataset import DatasetError
+
+    old = (read_json(run.metrics).get("sid_set") if run.metrics.exists() else None) or {}
+    if not old or (old.get("name"), old.get("sha256")) == (sid_set["name"], sid_set["sha256"]):
+        return
+    if run.cfg.run.force:  # retrained with these SIDs: the other SIDs' metrics go
+        log.warning("%s: metrics of the %r SIDs dropped (FORCE=1 with the %r SIDs)", run.dir, old.get("name"),
+                    sid_set["name"])
+        run.metrics.unlink()
+    else:
+        raise DatasetError(
+            f"{run.dir} was trained with the {old.get('name')!r} SIDs ({old.get('file')}, sha256 "
+            f"{str(old.get('sha256'))[:12]}) and this run uses the {sid_set['name']!r} SIDs ({sid_set['file']}, "
+            f"sha256 {sid_set['sha256'][:12]}): give another RUN=, or FORCE=1 to retrain it with these SIDs")
 
 
 def finish(run: Run) -> None:
@@ -248,24 +298,36 @@ def finish(run: Run) -> None:
 # ---------------------------------------------------------------------------------------------
 # train eval: one checkpoint
 # ---------------------------------------------------------------------------------------------
+def check_ckpt_sids(ckpt: Path, sid_set) -> None:
+    """A checkpoint of a run folder (runs/<dataset>/<run>/<stage>/model) is evaluated with the SIDs it was
+    trained with: its run's metrics.json says which; other SIDs are refused, naming the SIDS= to use."""
+    from synth.data.dataset import DatasetError
+
+    trained = ckpt.parent.parent / "metrics.json"
+    old = (read_json(trained).get("sid_set") if trained.is_file() else None) or {}
+    if old and old.get("name") != sid_set.name:
+        raise DatasetError(f"{ckpt} was trained with the {old.get('name')!r} SIDs ({trained}) and this evaluation "
+                           f"uses the {sid_set.name!r} SIDs: evaluate it with SIDS={old.get('name')}")
+
+
 def evaluate_one(cmd: EvalCommand, cfg: EvalConfig, argv=None) -> Path:
     """Evaluate ``cmd.ckpt`` on the test split; the record goes to ``cmd.out`` (default <ckpt>/../eval.json)."""
     from train.evaluate import evaluate_checkpoint, format_table
     from train.model import set_threads
 
     set_threads()
-    inputs = tasks.load_inputs(cmd.dataset, cmd.data_dir, sids_path=cmd.sids)
+    inputs = tasks.load_inputs(cmd.dataset, cmd.data_dir, sids=cmd.sids)
+    check_ckpt_sids(Path(cmd.ckpt), inputs.sid_set)
     stage = Path(cmd.ckpt).parent.name
     results = evaluate_checkpoint(cmd.ckpt, lambda tok: tasks.rec_rows(inputs, "test", tok, cap(cfg.test_rows)),
                                   inputs.sids, cfg.modes, cfg)
     config = {"command": to_dict(cmd), "eval": to_dict(cfg)}
     prov = records.run_provenance(config, {**records.dataset_files(inputs.dataset.path),
-                                           "sids": cmd.sids or inputs.dataset.path / "sids.json"},
-                                  "train", argv)
+                                           "sids": inputs.sid_set.path}, "train", argv)
     out = Path(cmd.out) if cmd.out else Path(cmd.ckpt).parent / "eval.json"
     records.write(out, records.record(kind="eval", model=str(cmd.ckpt), dataset=cmd.dataset, run=stage,
                                       data=records.data_block(inputs.dataset.path, prov), config=config, prov=prov,
-                                      stages={stage: results}))
+                                      sid_set=records.sid_set_block(inputs.sid_set, prov), stages={stage: results}))
     print(format_table({"stages": {stage: results}}))
     print(f"metrics: {out}")
     return out

@@ -2,9 +2,10 @@
 
     {"kind": "llm" | "eval" | "baseline", "model", "dataset", "teacher", "run", "limit",
      "data": {"name", "path", "stats", "sha256": {file: hash}},
+     "sid_set": {"name": "own" | "reference" | "custom", "file", "sha256"} (None: a baseline, no SIDs),
      "config": {the fully resolved settings}, "command": "...",
      "provenance": {command, config, inputs with sizes and sha256, versions, commit, machine, time},
-     "stages": {stage: {mode: {"recall@5", "ndcg@5", "recall@10", "ndcg@10", "n", ...}}},
+     "stages": {stage: {mode: {"recall@5", "ndcg@5", "recall@10", "ndcg@10", "n", "targets_sharing_sid", ...}}},
      "train_wall_s": {stage: seconds}, "wall_time_s": seconds, ...keys of one kind}
 
 ``train.report`` reads this one shape. The provenance block is ``synth.provenance``'s, as for
@@ -21,7 +22,7 @@ from synth.data.dataset import SPLITS
 from synth.io import read_json, write_json
 from synth.provenance import command_line, provenance
 
-KEYS = ("kind", "model", "dataset", "teacher", "run", "limit", "data", "config", "command", "provenance",
+KEYS = ("kind", "model", "dataset", "teacher", "run", "limit", "data", "sid_set", "config", "command", "provenance",
         "stages", "train_wall_s", "wall_time_s")
 
 
@@ -55,6 +56,11 @@ def data_block(dataset_dir: str | os.PathLike, prov: dict) -> dict:
     return {"name": path.name, "path": str(path), "stats": stats, "sha256": _hashes(prov, "dataset/")}
 
 
+def sid_set_block(sid_set, prov: dict) -> dict:
+    """The SIDs a run used (``synth.data.dataset.SidSet``): name, file, and the sha256 its provenance hashed."""
+    return {"name": sid_set.name, "file": str(sid_set.path), "sha256": prov["inputs"]["sids"]["sha256"]}
+
+
 def teacher_block(name: str | None, corpus_dir: str | os.PathLike | None, prov: dict) -> dict | None:
     """The teacher corpus a run read (None without one)."""
     if not name:
@@ -63,10 +69,10 @@ def teacher_block(name: str | None, corpus_dir: str | os.PathLike | None, prov: 
 
 
 def record(*, kind: str, model: str, dataset: str, run: str, data: dict, config: dict, prov: dict,
-           teacher: dict | None = None, limit: int = 0, stages: dict | None = None,
+           teacher: dict | None = None, sid_set: dict | None = None, limit: int = 0, stages: dict | None = None,
            train_wall_s: dict | None = None, wall_time_s: float | None = None, **extra) -> dict:
     rec = {"kind": kind, "model": model, "dataset": dataset, "teacher": teacher, "run": run, "limit": limit,
-           "data": data, "config": config, "command": prov["command"], "provenance": prov,
+           "data": data, "sid_set": sid_set, "config": config, "command": prov["command"], "provenance": prov,
            "stages": stages or {}, "train_wall_s": train_wall_s or {}}
     rec["wall_time_s"] = wall_time_s if wall_time_s is not None else total_wall(rec)
     rec.update(extra)

@@ -8,9 +8,20 @@ from ``make baseline``, one record shape: ``train.records``), one row per (run, 
     {"kind", "model", "teacher", "dataset", "data", "limit", "stages": {stage: {mode: {"recall@5", ...}}}, ...}
 
 A stage may also hold the metrics directly (no mode level). Missing parts show as "—". The
-"stages" column is the chain of the trainer's stages up to a row's (align -> activate -> grpo).
-The paper's Table 2 numbers for the dataset (``train.published``) follow, marked "published, not
-measured".
+"stages" column is the chain of the trainer's stages up to a row's (align -> activate -> grpo); the
+"SIDs" column the SID set the run used (``sid_set``: own or reference, with its sha256; baselines
+rank item ids). The paper's Table 2 numbers for the dataset (``train.published``: all ten models)
+follow, marked "published, not measured".
+
+Two more sections put the paper's ablations beside the measured runs they apply to:
+
+- Table 3 (Games, Office): R@10 / N@10 before and after RL of S1 (multi-task alignment), S2 (+ the
+  teacher corpus), S3 (+ general data). A trainer run's variant: S1 = no teacher corpus
+  (``TEACHER=none``), S2 = a teacher corpus, S3 = a teacher corpus and general data (``GENERAL``,
+  ``GENERAL_N`` > 0); "before RL" is the model GRPO starts from (activate, or align without
+  activate), "after RL" the grpo stage.
+- Table 5 (Games): R@10 / N@10 after RL per teacher; the grpo rows of an S2 or S3 run sit beside the
+  row of its teacher (``train.published.paper_teacher``: metadata, gpt-4o-mini, qwen3 8b/32b).
 
 A metrics.json that cannot be read (not JSON, not an object, no ``stages`` with metrics) is
 skipped with a warning naming the file and the reason, and listed under the table, so one broken
@@ -33,7 +44,17 @@ from pathlib import Path
 from synth.errors import UserError, run_cli
 from synth.io import atomic_write
 from train.config import RunConfig
-from train.published import PAPER, SOURCE, paper_dataset, published_rows
+from train.published import (
+    PAPER,
+    RL_STAGES,
+    SOURCE,
+    VARIANTS,
+    alignment_rows,
+    paper_dataset,
+    paper_teacher,
+    published_rows,
+    teacher_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +83,10 @@ class Row:
     source: str = MEASURED
     path: str = ""
     order: tuple = field(default=(), repr=False)
+    sids: str = DASH
+    variant: str | None = None  # Table 3's S1 | S2 | S3 (trainer runs)
+    rl: str | None = None  # Table 3's before_rl | after_rl
+    teacher_name: str | None = None  # the TEACHER= value, for Table 5
 
     @property
     def label(self) -> str:
@@ -129,6 +154,42 @@ def stage_chain(stage: str) -> str:
     return stage
 
 
+def describe_sids(record: dict) -> str:
+    """'reference (1a2b3c4d)' from a record's ``sid_set``; 'item ids' for a baseline (it uses no SIDs)."""
+    sid_set = record.get("sid_set")
+    if isinstance(sid_set, dict) and sid_set.get("name"):
+        sha = str(sid_set.get("sha256") or "")[:8]
+        return f"{sid_set['name']} ({sha})" if sha else str(sid_set["name"])
+    return "item ids" if record.get("kind") == "baseline" else DASH
+
+
+def variant_of(record: dict) -> str | None:
+    """Table 3's variant of a trainer run (kind "llm"): the ``variant`` it recorded (``TrainConfig.variant``:
+    s1, s2, s3); for a record without one, the same rule on its teacher and align settings (S1 without the
+    corpus in alignment, S2 with it, S3 with it and general data). None for anything else (baselines,
+    ``train eval``, general data without the corpus, which is none of the paper's variants)."""
+    if record.get("kind") != "llm":
+        return None
+    if isinstance(record.get("variant"), str):
+        v = record["variant"].upper()
+        return v if v in VARIANTS else None
+    config = record.get("config") if isinstance(record.get("config"), dict) else {}
+    align = config.get("align") if isinstance(config.get("align"), dict) else {}
+    corpus = bool(record.get("teacher")) and align.get("corpus", True) is not False
+    if align.get("general") and (align.get("general_n") or 0) > 0:
+        return "S3" if corpus else None
+    return "S2" if corpus else "S1"
+
+
+def rl_stage(stage: str, stages: dict) -> str | None:
+    """Table 3's before/after RL of a stage: grpo is after; the model GRPO starts from is before."""
+    if stage == "grpo":
+        return "after_rl"
+    if stage == "activate" or (stage == "align" and "activate" not in stages):
+        return "before_rl"
+    return None
+
+
 def rows_of(path: Path, record, run: str, dataset: str | None = None) -> list[Row]:
     """The rows of one metrics.json; raises ReportError naming the file when it is unusable."""
     if not isinstance(record, dict):
@@ -139,6 +200,8 @@ def rows_of(path: Path, record, run: str, dataset: str | None = None) -> list[Ro
     model = _name(record.get("model"), run)
     teacher = _name(record.get("teacher"))
     data = describe_data(record.get("data"), record.get("dataset") or dataset)
+    sids, variant = describe_sids(record), variant_of(record)
+    teacher_name = record["teacher"].get("name") if isinstance(record.get("teacher"), dict) else record.get("teacher")
     if isinstance(record.get("limit"), int) and record["limit"] > 0:  # the trainer's --limit (smoke runs)
         data += f", limit {record['limit']} rows"
     rows = []
@@ -155,7 +218,9 @@ def rows_of(path: Path, record, run: str, dataset: str | None = None) -> list[Ro
             rows.append(Row(run=run, model=model, teacher=teacher, stages=stage_chain(stage),
                             data=data, mode=str(mode), metrics=metrics, path=str(path),
                             order=(record.get("kind") != "baseline", run, rank, s_idx,
-                                   MODE_ORDER.get(mode, 9), str(mode))))
+                                   MODE_ORDER.get(mode, 9), str(mode)),
+                            sids=sids, variant=variant, rl=rl_stage(stage, stages) if variant else None,
+                            teacher_name=teacher_name if isinstance(teacher_name, str) else None))
     if not rows:
         raise ReportError(f"{path}: \"stages\" holds no metrics ({', '.join(METRICS)})")
     return rows
@@ -182,14 +247,37 @@ def collect(dataset_dir: Path, strict: bool = False) -> tuple[list[Row], list[tu
     return rows, skipped
 
 
+def _paper_row(p: dict, model: str, table: str) -> Row:
+    note = f"{PUBLISHED} ({table})" if p.get("verified") else f"{PUBLISHED} ({table}, unverified)"
+    return Row(run=f"paper: {p['paper_dataset']}", model=model, teacher=DASH, stages=DASH,
+               data=f"paper's {p['paper_dataset']} data", mode=DASH,
+               metrics={k: p[k] for k in METRICS if k in p}, source=note)
+
+
 def paper_rows(dataset: str) -> list[Row]:
-    rows = []
-    for p in published_rows(dataset):
-        note = PUBLISHED if p.get("verified") else f"{PUBLISHED} (transcription, unverified)"
-        rows.append(Row(run=f"paper: {p['paper_dataset']}", model=p["model"], teacher=DASH, stages=DASH,
-                        data=f"paper's {p['paper_dataset']} data", mode=DASH,
-                        metrics={k: p[k] for k in METRICS if k in p}, source=note))
-    return rows
+    """The paper's Table 2 for ``dataset``: one row per model (ten)."""
+    return [_paper_row(p, p["model"], "Table 2") for p in published_rows(dataset)]
+
+
+def table3_rows(dataset: str, rows: list[Row]) -> list[tuple[str, str, Row]]:
+    """(variant, RL stage, row): each published Table 3 row followed by the measured rows it applies to."""
+    out = []
+    for p in alignment_rows(dataset):
+        variant, rl = p["backbone"], p["stage"]
+        out.append((variant, rl, _paper_row(p, f"{variant} {RL_STAGES[rl]}", "Table 3")))
+        out += [(variant, rl, r) for r in rows if r.variant == variant and r.rl == rl]
+    return out
+
+
+def table5_rows(dataset: str, rows: list[Row]) -> list[tuple[str, Row]]:
+    """(teacher, row): each published Table 5 row followed by the after-RL rows of the runs whose corpus (in
+    alignment: S2, S3) that teacher wrote."""
+    out = []
+    for p in teacher_rows(dataset):
+        out.append((p["teacher"], _paper_row(p, p["teacher"], "Table 5")))
+        out += [(p["teacher"], r) for r in rows
+                if r.rl == "after_rl" and r.variant in ("S2", "S3") and paper_teacher(r.teacher_name) == p["teacher"]]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,27 +294,61 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _table(head: list[str], lines: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+            *("| " + " | ".join(_cell(c) for c in cells) + " |" for cells in lines)]
+
+
+def ablation_sections(dataset: str, rows: list[Row]) -> list[str]:
+    """Markdown of the Table 3 and Table 5 sections for ``dataset`` (none when the paper has neither)."""
+    out: list[str] = []
+    t3 = table3_rows(dataset, rows)
+    if t3:
+        canon = paper_dataset(dataset)
+        out += ["", f"## Alignment variants beside the paper's Table 3 ({canon})", "",
+                "Variants: " + "; ".join(f"{k} = {v}" for k, v in VARIANTS.items()) + ". A run's variant (its recorded "
+                "`variant`): S1 = alignment tasks alone (TEACHER=none, or ALIGN_CORPUS=0), S2 = with a teacher "
+                "corpus, S3 = with a teacher corpus and general data (GENERAL=). Before RL = the model GRPO starts from (activate, or align without "
+                "it); after RL = grpo. The paper reports Recall@10 and NDCG@10 only.", ""]
+        out += _table(["variant", "RL", "run", "mode", "SIDs", "Recall@10", "NDCG@10", "n", "source"],
+                      [[v, RL_STAGES[rl], r.run, r.mode, r.sids,
+                        _fmt(r.metrics.get("recall@10")), _fmt(r.metrics.get("ndcg@10")), _fmt(r.metrics.get("n")),
+                        r.source] for v, rl, r in t3])
+        if not any(r.source == MEASURED for _v, _rl, r in t3):
+            out += ["", "No measured trainer run maps to a variant yet."]
+    t5 = table5_rows(dataset, rows)
+    if t5:
+        out += ["", f"## Teacher corpora beside the paper's Table 5 ({paper_dataset(dataset)}, after RL)", "",
+                "Metadata = the rule-based corpus (TEACHER=metadata). A run's grpo rows sit beside its teacher's "
+                "row.", ""]
+        out += _table(["teacher", "run", "mode", "SIDs", "Recall@10", "NDCG@10", "n", "source"],
+                      [[t, r.run, r.mode, r.sids, _fmt(r.metrics.get("recall@10")), _fmt(r.metrics.get("ndcg@10")),
+                        _fmt(r.metrics.get("n")), r.source] for t, r in t5])
+    return out
+
+
 def markdown(dataset: str, rows: list[Row], published: list[Row], skipped, chart: str | None) -> str:
-    head = ["run", "model", "teacher corpus", "stages", "data trained on", "mode",
+    head = ["run", "model", "teacher corpus", "stages", "data trained on", "SIDs", "mode",
             "Recall@5", "NDCG@5", "Recall@10", "NDCG@10", "n", "source"]
     lines = [f"# Results on {dataset}", ""]
     lines.append("Measured rows: test split, full ranking over all items, metrics from `train.metrics` "
                  "(the code `make eval` uses). One row per run, training stage and decoding mode.")
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in [*rows, *published]:
-        cells = [r.run, r.model, r.teacher, r.stages, r.data, r.mode,
+        cells = [r.run, r.model, r.teacher, r.stages, r.data, r.sids, r.mode,
                  *(_fmt(r.metrics.get(m)) for m in METRICS), _fmt(r.metrics.get("n")), r.source]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     if not rows:
         lines += ["", f"No metrics.json found under runs/{dataset}/ yet."]
     lines.append("")
     if published:
-        lines.append(f"Published rows: {PAPER}, column {published[0].run.split(': ')[1]}; "
-                     f"{SOURCE}. The paper's authors computed them on their copy of the data (the "
-                     "train split used here may be a part of it); they are shown for scale, not as a "
+        lines.append(f"Published rows: {PAPER}, Table 2, column {published[0].run.split(': ')[1]} (all "
+                     f"{len(published)} models); {SOURCE}. The paper's authors computed them on their copy of the "
+                     "data (the train split used here may be a part of it); they are shown for scale, not as a "
                      "measurement of this toolkit.")
     else:
         lines.append(f"Published rows: none for {dataset!r} (the paper reports Office, Industrial, Games).")
+    lines += ablation_sections(dataset, rows)
     if skipped:
         lines += ["", "Skipped (unreadable metrics.json):", ""]
         lines += [f"- `{p}`: {reason}" for p, reason in skipped]

@@ -2,7 +2,8 @@
 
 ``run_sft`` loads the previous stage's saved model, trains it on conversations (loss on the
 assistant turn), saves the (best) model and tokenizer to ``<out>/model`` with
-``log_history.json`` and ``summary.json``. ``save_trained`` is shared with GRPO.
+``log_history.json`` and ``summary.json``. ``save_trained`` is shared with GRPO. Precision: fp32
+master weights (``train.model.load_for_training``) under bf16 autocast (``bf16``), as in GRPO.
 """
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ import time
 from pathlib import Path
 
 from synth.io import write_json
-from train.config import SFTStageConfig, grad_accum
+from train.config import SFTStageConfig, grad_accum, on_gpu
 from train.dist import world_size
-from train.model import load_model
+from train.model import load_for_training
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,11 @@ def sft_args(cfg: SFTStageConfig, out_dir: Path, with_eval: bool):
         gradient_accumulation_steps=grad_accum(cfg.batch_size, cfg.per_device_batch, world_size()),
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of the total steps
+        warmup_steps=cfg.warmup_steps,  # >= 1: steps; a float < 1: a share of the total steps
         weight_decay=cfg.weight_decay,
         optim="adamw_torch",
-        bf16=cfg.bf16,
+        bf16=cfg.bf16,  # autocast; the weights stay as load_for_training loaded them (master_weights)
+        use_cpu=not on_gpu(),  # transformers refuses bf16 autocast on a CPU unless told it is one
         activation_checkpointing=cfg.activation_checkpointing,
         assistant_only_loss=True,
         max_length=cfg.max_length,
@@ -97,7 +99,7 @@ def run_sft(model_dir: str | Path, out_dir: str | Path, train_rows: list[dict], 
     cfg = cfg.resolved()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model, tok = load_model(model_dir)
+    model, tok = load_for_training(model_dir, cfg.master_weights)
     with_eval = bool(eval_rows)
     trainer = SFTTrainer(
         model=model,

@@ -1,10 +1,13 @@
 """The training sets of the three stages, built from a dataset, its SIDs and a teacher corpus.
 
-Every SFT row is one conversation ``{"messages": [user, assistant]}``: TRL decides the dataset
-format from the first row, so the whole align mix uses this one format, and the loss falls on the
-assistant turn only (``assistant_only_loss``, ``<|im_end|>`` included).
+Every SFT row is one conversation ``{"messages": [system, user, assistant]}`` (the task's
+instruction in the system turn, its question in the user turn: ``train.templates``; corpus texts
+``[user, assistant]``): TRL decides the dataset format from the first row, so the whole align mix
+uses this one conversational format, and the loss falls on the assistant turn only
+(``assistant_only_loss``, ``<|im_end|>`` included).
 
-Corpus texts (items.jsonl / users.jsonl ``text`` of ``corpora/<dataset>/<teacher>/``) are plain
+Corpus texts (items.jsonl / users.jsonl ``text`` of ``corpora/<dataset>/<teacher>/``, or
+``<teacher>@reference/`` with the publishers' SIDs) are plain
 language-model text: each becomes an assistant turn after a short constant user turn
 (``prompts/train/corpus.j2``) that says what kind of text follows. The loss therefore covers every
 token of the text (and nothing of the instruction), which is the released code's "plain LM" loss
@@ -19,7 +22,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from synth.data.dataset import Dataset, DatasetError, Sample
+from synth.corpus import corpus_dir
+from synth.data.dataset import CUSTOM, OWN, SID_SETS, Dataset, DatasetError, Sample, SidSet
 from synth.io import iter_jsonl, read_json
 from synth.sid import find_sids, sid_string, split_sid
 from train.templates import rec_messages, render_prompt, task_messages
@@ -31,7 +35,8 @@ log = logging.getLogger(__name__)
 class Inputs:
     dataset: Dataset
     sids: dict[str, list[str]]  # item_id -> SID tokens
-    corpus_dir: Path | None  # corpora/<dataset>/<teacher>, None when no corpus is used
+    corpus_dir: Path | None  # corpora/<dataset>/<teacher>[@<sid set>], None when no corpus is used
+    sid_set: SidSet | None = None  # the SID file ``sids`` was read from (Dataset.sid_set); runs record it
 
     @cached_property
     def sid_of(self) -> dict[str, str]:
@@ -40,28 +45,69 @@ class Inputs:
 
 
 def load_inputs(dataset: str, data_dir: str | Path = "data", corpora_dir: str | Path = "corpora",
-                teacher: str | None = None, sids_path: str | Path | None = None) -> Inputs:
+                teacher: str | None = None, sids: str | Path | None = None) -> Inputs:
+    """The dataset, the SIDs of the set ``sids`` (own | reference | a SID map's path: ``Dataset.sid_set``)
+    and the teacher's corpus written with those same SIDs (``check_corpus_sids``)."""
     ds = Dataset(Path(data_dir) / dataset)
-    if sids_path is not None and not Path(sids_path).is_file():
-        raise DatasetError(f"{sids_path}: no such SID map (--sids)")
-    sids = ds.sids() if sids_path is None else {str(k): list(v) for k, v in read_json(sids_path).items()}
-    missing = [iid for iid in ds.items if iid not in sids]
+    chosen = ds.sid_set(sids)
+    sid_map = chosen.load()
+    missing = [iid for iid in ds.items if iid not in sid_map]
     if missing:
         raise DatasetError(
-            f"{ds.path}/sids.json has no SID for {len(missing)} item(s), e.g. {missing[:3]}: "
-            f"rerun `make sids DATASET={ds.name}`"
+            f"{chosen.path} has no SID for {len(missing)} item(s), e.g. {missing[:3]}: "
+            + (f"rerun `make sids DATASET={ds.name}`" if chosen.name == OWN else "use a SID map of every item")
         )
-    shared = len(sids) - len({sid_string(t) for t in sids.values()})
-    if shared:  # e.g. the publishers' SIDs; a shared SID can only ever be ranked as one of its items
-        log.warning("%d item(s) share a SID with another item: they cannot be told apart by SID", shared)
+    shared = len(sid_map) - len({sid_string(t) for t in sid_map.values()})
+    if shared:  # e.g. the publishers' SIDs: evaluation counts a hit by SID, as the released code does
+        log.warning("%s SIDs: %d item(s) share a SID with another item (evaluation compares SIDs)",
+                    chosen.name, shared)
     corpus = None
     if teacher:
-        corpus = Path(corpora_dir) / dataset / teacher
+        corpus = corpus_dir(dataset, teacher, corpora_dir, chosen.name)
         if not (corpus / "items.jsonl").exists() and not (corpus / "users.jsonl").exists():
-            raise DatasetError(
-                f"{corpus}: no items.jsonl/users.jsonl: run `make synth DATASET={dataset} TEACHER={teacher}` first"
-            )
-    return Inputs(ds, sids, corpus)
+            raise DatasetError(_no_corpus(corpus, dataset, teacher, chosen, corpora_dir))
+        check_corpus_sids(corpus, chosen, dataset, teacher)
+    return Inputs(ds, sid_map, corpus, chosen)
+
+
+def _synth_command(dataset: str, teacher: str, sid_set: SidSet) -> str:
+    sids = "" if sid_set.name == OWN else f" SIDS={sid_set.path if sid_set.name == CUSTOM else sid_set.name}"
+    return f"make synth DATASET={dataset} TEACHER={teacher}{sids}"
+
+
+def _no_corpus(corpus: Path, dataset: str, teacher: str, chosen: SidSet, corpora_dir) -> str:
+    msg = f"{corpus}: no items.jsonl/users.jsonl for the {chosen.name!r} SIDs"
+    others = [corpus_dir(dataset, teacher, corpora_dir, name) for name in SID_SETS if name != chosen.name]
+    there = [o for o in others if (o / "items.jsonl").exists() or (o / "users.jsonl").exists()]
+    if there:
+        msg += f" ({', '.join(map(str, there))} holds a corpus made with other SIDs, which this run refuses)"
+    return msg + f": run `{_synth_command(dataset, teacher, chosen)}` first"
+
+
+def check_corpus_sids(corpus: Path, chosen: SidSet, dataset: str, teacher: str) -> None:
+    """Refuse a corpus written with other SIDs than the run's: its texts name items by SID.
+
+    The corpus manifest's ``sid_set`` ({name, file, sha256}) is compared with the run's; a manifest
+    from before SID sets were recorded counts as the own set with its ``dataset_files["sids.json"]``.
+    A corpus without a manifest (written by hand) cannot be checked: a warning says so."""
+    path = corpus / "manifest.json"
+    if not path.exists():
+        log.warning("%s: no manifest.json, so the SIDs of this corpus cannot be checked against the run's", corpus)
+        return
+    manifest = read_json(path)
+    made = manifest.get("sid_set") or {"name": OWN, "sha256": (manifest.get("dataset_files") or {}).get("sids.json")}
+    name, sha = made.get("name"), made.get("sha256")
+    redo = f"run `{_synth_command(dataset, teacher, chosen)}`"
+    if name != chosen.name:
+        other = f"SIDS={name}" if name in SID_SETS else f"SIDS={made.get('file')}"
+        raise DatasetError(
+            f"{corpus} was written with the {name!r} SIDs ({made.get('file', 'sids.json')}) but this run uses the "
+            f"{chosen.name!r} SIDs ({chosen.path}); a corpus names items by SID, so it only fits the SIDs it was "
+            f"written with: {redo} to write a corpus for the {chosen.name!r} SIDs, or run with {other}")
+    if sha and sha != chosen.sha256():
+        raise DatasetError(
+            f"{corpus} was written with another version of the {name!r} SIDs (sha256 {sha[:12]}, now "
+            f"{chosen.sha256()[:12]} for {chosen.path}): the SID map changed since; {redo} to rewrite the corpus")
 
 
 def _take(it: Iterable, limit: int | None) -> list:
@@ -169,8 +215,11 @@ def general_rows(spec: str | None, n: int, seed: int = 0) -> list[dict]:
 
 
 def align_rows(inputs: Inputs, limit: int | None = None, general: str | None = None, general_n: int = 0,
-               seed: int = 42) -> list[dict]:
-    """The align mix: 4 directions over train samples + title<->SID per item + corpus + general."""
+               seed: int = 42, corpus: bool = True) -> list[dict]:
+    """The align mix: 4 directions over train samples + title<->SID per item + corpus + general.
+
+    The paper's variants (Table 3): S1 without the corpus texts (no teacher, or ``corpus=False``),
+    S2 with them, S3 with general data as well."""
     samples = _take(inputs.dataset.samples("train"), limit)
     rows = [r for s in samples for r in sample_rows(s, inputs)]
     if limit:  # only the items the limited samples touch
@@ -178,7 +227,8 @@ def align_rows(inputs: Inputs, limit: int | None = None, general: str | None = N
     else:
         item_ids = list(inputs.dataset.items)
     rows += item_rows(item_ids, inputs)
-    rows += corpus_rows(inputs, limit)
+    if corpus:
+        rows += corpus_rows(inputs, limit)
     rows += general_rows(general, general_n, seed)
     random.Random(seed).shuffle(rows)
     return rows

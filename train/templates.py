@@ -1,9 +1,15 @@
 """Prompt templates of the trainer: Jinja files under ``prompts/train/``, rendered in a sandbox.
 
 Item text is untrusted data: it is passed to a template as a variable and never rendered as a
-template itself. ``rec_messages`` is THE recommendation prompt: align's SID-history -> SID task,
-activate, GRPO and evaluation all use it, so the model is evaluated on the wording it was trained on
-(the released code used different wording at evaluation time; we do not).
+template itself, and only ever into the user turn (system turns are constant text).
+
+Message structure, as in the paper's published alignment examples: each task family's instruction
+(what the items are, what to answer with) is the SYSTEM turn and the question with its data (the
+history, the title, the SID) the USER turn, in our own words: ``<task>.system.j2`` / ``<family>.user.j2``.
+``rec_messages`` is THE recommendation prompt (system + user): align's SID-history -> SID task,
+activate, GRPO and evaluation all use it, so the model is evaluated on the wording and structure it
+was trained on (the released code used different wording at evaluation time; we do not). The corpus
+texts keep a single constant user turn before them (``corpus.j2``): they answer no question.
 """
 from __future__ import annotations
 
@@ -19,15 +25,16 @@ from synth.sid import sid_string
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts" / "train"
 EMPTY_THINK = "<think>\n\n</think>\n\n"  # Qwen3's non-thinking form; the chat template renders it too
 
-# Task name -> template file. The four directions of the paper's Appendix B, then the item tasks.
+# Task name -> (system template or None, user template). The four directions of the paper's Appendix B,
+# then the item tasks, then the corpus texts.
 TASKS = {
-    "sid2sid": "rec.j2",
-    "title2title": "title_hist_to_title.j2",
-    "title2sid": "title_hist_to_sid.j2",
-    "sid2title": "sid_hist_to_title.j2",
-    "item_title2sid": "title_to_sid.j2",
-    "item_sid2title": "sid_to_title.j2",
-    "corpus": "corpus.j2",
+    "sid2sid": ("sid_hist_to_sid.system.j2", "sid_hist.user.j2"),
+    "title2title": ("title_hist_to_title.system.j2", "title_hist.user.j2"),
+    "title2sid": ("title_hist_to_sid.system.j2", "title_hist.user.j2"),
+    "sid2title": ("sid_hist_to_title.system.j2", "sid_hist.user.j2"),
+    "item_title2sid": ("title_to_sid.system.j2", "title_to_sid.user.j2"),
+    "item_sid2title": ("sid_to_title.system.j2", "sid_to_title.user.j2"),
+    "corpus": (None, "corpus.j2"),
 }
 
 
@@ -47,13 +54,22 @@ def _sids(history: Sequence[Sequence[str] | str]) -> list[str]:
     return [h if isinstance(h, str) else sid_string(h) for h in history]
 
 
-def rec_prompt(history_sids: Sequence[Sequence[str] | str]) -> str:
-    return render(TASKS["sid2sid"], history=_sids(history_sids))
+def prompt_messages(task: str, **data) -> list[dict]:
+    """The prompt of ``task``: [system instruction, user question] ([user] for the corpus texts)."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASKS)}")
+    if "history" in data and task in ("sid2sid", "sid2title"):
+        data["history"] = _sids(data["history"])
+    if "sid" in data and not isinstance(data["sid"], str):
+        data["sid"] = sid_string(data["sid"])
+    system, user = TASKS[task]
+    head = [{"role": "system", "content": render(system)}] if system else []
+    return head + [{"role": "user", "content": render(user, **data)}]
 
 
 def rec_messages(history_sids: Sequence[Sequence[str] | str]) -> list[dict]:
-    """THE recommendation prompt as chat messages (user turn only): history as SIDs, oldest first."""
-    return [{"role": "user", "content": rec_prompt(history_sids)}]
+    """THE recommendation prompt as chat messages [system, user]: history as SIDs, oldest first."""
+    return prompt_messages("sid2sid", history=history_sids)
 
 
 def answer(text: str, reasoning: str = "") -> str:
@@ -62,17 +78,8 @@ def answer(text: str, reasoning: str = "") -> str:
 
 
 def task_messages(task: str, response: str, reasoning: str = "", **data) -> list[dict]:
-    """A complete [user, assistant] conversation for one training sample of ``task``."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASKS)}")
-    if "history" in data and task in ("sid2sid", "sid2title"):
-        data["history"] = _sids(data["history"])
-    if "sid" in data and not isinstance(data["sid"], str):
-        data["sid"] = sid_string(data["sid"])
-    return [
-        {"role": "user", "content": render(TASKS[task], **data)},
-        {"role": "assistant", "content": answer(response, reasoning)},
-    ]
+    """A complete conversation for one training sample of ``task``: its prompt, then the answer."""
+    return prompt_messages(task, **data) + [{"role": "assistant", "content": answer(response, reasoning)}]
 
 
 def render_prompt(tokenizer, messages: list[dict]) -> str:

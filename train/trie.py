@@ -10,8 +10,8 @@ trie answers two questions, both in O(1) dictionary look-ups:
 Shared SIDs (two items with the same code, e.g. the publishers' reference SIDs for Office hold 15
 such collisions) are kept: ``item_of`` returns the first item in input order, ``items_of`` all of
 them, and ``collisions`` counts them. A ranking of items therefore cannot tell colliding items
-apart; evaluation should compare SIDs (a beam equal to the target's SID is a hit), as the released
-code does.
+apart, so evaluation compares SIDs (a beam equal to the target's SID is a hit), as the released
+code does: ``train.metrics.rank_of(target, ranked, by=trie.sequences)``.
 """
 from __future__ import annotations
 

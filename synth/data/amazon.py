@@ -54,7 +54,7 @@ from typing import Iterator, NamedTuple
 
 from synth.data.dataset import MAX_HISTORY, DatasetError, Item, Sample, write_dataset
 from synth.data.download import DownloadConfig, DownloadError, Progress, download, sha256_of
-from synth.data.text import clean_categories, clean_text, clean_title
+from synth.data.text import clean_categories, clean_list, clean_text, clean_title
 
 # Hosts of the 2018 dump, tried in order. mcauleylab is the lab's current public host;
 # datarepo is the older one many scripts still cite.
@@ -203,7 +203,7 @@ def read_meta(path: Path, wanted: set[str]) -> tuple[dict[str, str], dict[str, d
         asin = str(asin)
         if asin not in wanted:
             continue
-        meta[asin] = {k: rec.get(k) for k in ("description", "brand", "category", "categories")}
+        meta[asin] = {k: rec.get(k) for k in ("description", "feature", "brand", "category", "categories")}
         raw = rec.get("title")
         if admissible_title(raw) and (title := clean_title(raw)):
             titles[asin] = title
@@ -293,6 +293,7 @@ def make_item(item_id: str, title: str, rec: dict) -> Item:
         description=clean_text(rec.get("description")),
         brand=clean_text(brand.replace("by\n", "") if isinstance(brand, str) else brand),
         categories=clean_categories(cats),
+        features=clean_list(rec.get("feature")),
     )
 
 

@@ -1,6 +1,7 @@
 """Import a folder in the layout MiniOneRec and SIDReasoner publish.
 
-The folder holds ``item.json`` (item id -> {title, description, brand, categories}),
+The folder holds ``item.json`` (item id -> {title, description, brand, categories}, and
+``features`` (a list) where a folder has them; the published ones do not),
 ``train.csv``/``valid.csv``/``test.csv`` (columns user_id, history_item_title,
 item_title, history_item_id, item_id, history_item_sid, item_sid) and optionally
 ``info.txt`` and ``index.json`` (the publishers' own SIDs, kept for reference only).
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 from synth.data.dataset import MAX_HISTORY, SPLITS, DatasetError, Item, Sample, write_dataset
-from synth.data.text import clean_categories, clean_text, clean_title
+from synth.data.text import clean_categories, clean_list, clean_text, clean_title
 from synth.io import sha256_file, write_json
 from synth.sid import is_well_formed
 
@@ -60,6 +61,8 @@ def read_items(path: Path) -> list[Item]:
                 description=clean_text(meta.get("description")),
                 brand=clean_text(meta.get("brand")),
                 categories=clean_categories(meta.get("categories")),
+                # MiniOneRec's item.json has no features; a folder that adds them is read.
+                features=clean_list(meta.get("features", meta.get("feature"))),
             )
         )
     return items

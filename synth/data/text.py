@@ -97,6 +97,35 @@ def clean_categories(value) -> list[str]:
     return out
 
 
+def clean_list(value) -> list[str]:
+    """A list-of-texts field (the metadata's ``feature`` bullets) -> cleaned, non-empty
+    strings in order, repeats (ignoring case) dropped. Accepts a list (nested lists are
+    flattened), a Python list literal (parsed, never evaluated) or one plain text."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        stripped = value.strip()
+        parsed = None
+        if stripped.startswith("[") and stripped.endswith("]"):
+            try:
+                parsed = ast.literal_eval(stripped)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                parsed = None
+        values = list(parsed) if isinstance(parsed, (list, tuple)) else [value]
+    elif isinstance(value, (list, tuple)):
+        values = list(value)
+    else:
+        values = [value]
+    out: list[str] = []
+    seen: set[str] = set()
+    for v in values:
+        for text in (clean_list(v) if isinstance(v, (list, tuple)) else [clean_text(v)]):
+            if text and text.casefold() not in seen:
+                seen.add(text.casefold())
+                out.append(text)
+    return out
+
+
 def truncate_words(text: str, max_words: int) -> str:
     words = text.split()
     return text if len(words) <= max_words else " ".join(words[:max_words])

@@ -35,10 +35,12 @@ def baseline_record(ds: Dataset, model: str, config, test: dict, valid: dict, st
 
 
 def evaluate_rankings(targets: Sequence[str], rankings: Iterable[Sequence[str]], ks=KS) -> dict:
-    """THE metrics of ``make eval`` over ranked item-id lists (best first)."""
+    """THE metrics of ``make eval`` over ranked item-id lists (best first). Baselines use no SIDs, so a
+    hit is the target's item id (``rank_of`` with ``by=None``; the LLM's evaluation passes ``by`` = its
+    item -> SID map), and their records carry ``sid_set: None``."""
     from train.metrics import rank_of, ranking_metrics
 
-    ranks = [rank_of(t, ranked) for t, ranked in zip(targets, rankings, strict=True)]
+    ranks = [rank_of(t, ranked, by=None) for t, ranked in zip(targets, rankings, strict=True)]
     return ranking_metrics(ranks, ks=ks)
 
 
