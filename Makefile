@@ -68,10 +68,12 @@ synth: $(STAMP)
 		$(call opt,--timeout,$(TIMEOUT)) $(call opt,--max-attempts,$(MAX_ATTEMPTS)) $(call opt,--backoff,$(BACKOFF)) \
 		$(call opt,--structured-output,$(STRUCTURED_OUTPUT)) $(if $(EXTRA_BODY),--extra-body '$(EXTRA_BODY)')
 
-# Reference rows in the same harness: MODEL=sasrec or MODEL=popular.
+# Reference rows in the same harness: MODEL=sasrec, MODEL=popular or MODEL=tiger.
+# MODEL=tiger generates SIDs: SIDS=own|reference|<path> picks them (runs/<dataset>/baseline-tiger@reference/).
 baseline: $(STAMP)
-	$(BIN)/python -m train.baselines --model $(if $(filter sasrec popular,$(MODEL)),$(MODEL),$(error make baseline needs MODEL=sasrec or MODEL=popular)) \
+	$(BIN)/python -m train.baselines --model $(if $(filter sasrec popular tiger,$(MODEL)),$(MODEL),$(error make baseline needs MODEL=sasrec, MODEL=popular or MODEL=tiger)) \
 		$(strip --dataset $(DATASET) $(call given,--data-dir,DATA_DIR) $(call given,--runs-dir,RUNS_DIR) \
+		$(if $(filter tiger,$(MODEL)),$(call opt,--sids,$(SIDS))) \
 		$(call given,--seed,SEED) $(call opt,--epochs,$(EPOCHS)) $(call opt,--device,$(DEVICE)))
 
 report: $(STAMP)
@@ -91,7 +93,7 @@ TRAIN_LAUNCH = $(if $(filter 1,$(NPROC)),$(BIN)/python -m,$(BIN)/accelerate laun
 TRAIN_FLAGS = $(strip --dataset $(DATASET) --teacher $(TEACHER) $(call opt,--config,$(CONFIG)) \
 	$(call opt,--model,$(MODEL)) $(call given,--data-dir,DATA_DIR) $(call given,--corpora-dir,CORPORA_DIR) \
 	$(call given,--runs-dir,RUNS_DIR) $(call given,--seed,SEED) $(call opt,--run,$(RUN)) $(call opt,--sids,$(SIDS)) \
-	$(call opt,--limit,$(LIMIT)) $(call flag,--force,$(FORCE)) $(call opt,--stages,$(STAGES)) \
+	$(call opt,--prompts,$(PROMPTS)) $(call opt,--limit,$(LIMIT)) $(call flag,--force,$(FORCE)) $(call opt,--stages,$(STAGES)) \
 	$(call opt,--modes,$(MODES)) $(call opt,--general,$(GENERAL)) $(call opt,--general-n,$(GENERAL_N)) \
 	$(if $(ALIGN_CORPUS),$(if $(filter 0 false no,$(ALIGN_CORPUS)),--no-align-corpus,--align-corpus)) \
 	$(call opt,--beams,$(BEAMS)) $(call opt,--best-of-n,$(BEST_OF_N)) $(call flag,--dry-run,$(DRY_RUN)) $(TRAIN_ARGS))
@@ -105,8 +107,12 @@ eval: $(STAMP)
 	$(BIN)/python -m train eval --ckpt $(if $(CKPT),$(CKPT),$(error make eval needs CKPT=<model folder>)) $(EVAL_FLAGS)
 
 # The whole chain on data at hand: dataset, SIDs, corpus, training, evaluation, report.
+# The main job: data -> SIDs -> corpus -> train (each stage evaluated) -> most-popular and SASRec -> report.
 all: $(STAMP)
-	$(MAKE) data sids synth train report
+	$(MAKE) data sids synth train
+	$(MAKE) baseline MODEL=popular
+	$(MAKE) baseline MODEL=sasrec
+	$(MAKE) report
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(call flag,--quick,$(QUICK)) $(call opt,--only,$(ONLY))

@@ -8,11 +8,34 @@ runs unchanged and anywhere; nothing is rendered, sent or cached:
   bullets, description sentences and the most frequent description and feature words;
 - item_integration: a paragraph "The item <SID> is a <kind> by <brand>. ..." that fuses
   those insights and never writes the title;
-- user_reasoning: a first-person summary of the kinds and brands in the history, each
-  item by SID; every word of the hidden next item's title is left out, so it cannot leak;
+- user_reasoning: compact notes on the history alone, in a fixed form that a small model
+  generates token by token before each recommendation (about 45 words on Office), e.g.
+  "History: <a_1><b_2><c_3>, <a_1><b_9><c_4> BIC pens in writing instruments; <a_5><b_1><c_7>
+  Mead notebook in paper and notebooks. Focus: writing instruments (2 of 3); pens (2 of 3);
+  BIC recurs (2 of 3). Latest shifts from writing instruments to paper and notebooks. No
+  repeats. Next: most likely another notebook in paper and notebooks, possibly from Mead,
+  otherwise writing instruments." (the expected category: frequency plus one for the
+  latest item). "History:" names every item by SID with its kind
+  (``kind_noun``: the title's head noun, singular; consecutive items of one kind and brand
+  share it), brand (up to ``LONG_HISTORY`` items; beyond that, recurring brands only in
+  "Focus:") and main category, per run of consecutive items of one category (the listing's
+  categories below the shop's root; for listings without categories, such as the
+  MiniOneRec Office and Industrial files, the kind's family from a small built-in table:
+  "writing instruments", "ink and toner", ...). "Focus:" gives the dominant categories,
+  the most frequent kind and the recurring brands with counts; "Latest" whether the latest
+  item stays in, returns to or shifts from the previous category (when there are several);
+  then repeats ("Repeat: <sid> bought twice." or "No repeats.") and a hedged expectation.
+  Items are named only by SID, never by title. The reasoning is blind to the hidden next
+  item: its fields serve only to keep out text that identifies it (a run of three words of
+  its title other than its brand, a model code, or, given the run's ``Catalog``, anything
+  the synthesis leak check flags) and no catalogue title is written; a clause that fails is
+  replaced by a plainer alternative (without the brand, then the category, then the kind)
+  or left out. Generic words the target shares ("pen", its brand) are allowed: naming what
+  the history holds is no leak;
 - user_narrative: recites the SID history, then the reasoning, and ends by recommending
-  the next item by its SID (the narrative is an item-prediction text; the reasoning stays
-  blind to that item).
+  the next item by its SID, with its kind (as the reasoning names kinds) and brand, and
+  whether the history holds that kind (the narrative is an item-prediction text; the
+  reasoning stays blind to that item).
 
 Text taken from the description is kept only when it holds no run of three words of
 the item's own title and none of its model numbers; given the run's ``Catalog``,
@@ -218,74 +241,355 @@ def _item_paragraph(ctx: dict, catalog: "Catalog | None" = None) -> str:
 
 # --- users ---------------------------------------------------------------------------
 
-def _user_reasoning(ctx: dict, catalog: "Catalog | None" = None) -> str:
-    """First-person analyst notes; no word of the hidden target's title is ever written."""
-    history = ctx["history"]
-    hidden = _title_words(ctx.get("target", {}).get("title", ""))
+# Head words that name no kind of item: colours, counts, sizes, packaging, marketing words.
+_NOT_KINDS = frozenset(
+    """set sets pack packs count size sizes color colors colour colours black white blue red green
+    yellow purple pink orange gray grey silver gold brown cyan magenta assorted clear multicolor
+    inch inches pcs piece pieces capacity series style pro premium original genuine replacement
+    compatible large medium small wide fine extra inc top weekly monthly daily included life natural
+    touch service pages sheet sheets letter legal value bulk new total deluxe classic standard
+    bold point tip ultra super mini heavy duty january february march april may june july august
+    september october november december""".split()
+)
+# A kind's phrase ends before these words: "Fountain Pen with Medium Nib" is a pen.
+_KIND_STOP = frozenset({"with", "for", "featuring", "includes", "including", "plus"})
+_KIND_ALIASES = {"ballpoint": "pen", "rollerball": "pen", "nib": "pen", "fountain": "pen",
+                 "gel": "pen", "toner": "cartridge", "tank": "cartridge"}
+_DASH_RE = re.compile(r"\s+-+\s+")  # "Fountain Pen - Demonstrator Clear": two phrases
+_MASS = frozenset({"ink", "paper", "tape", "glue", "cardstock", "wrap", "storage", "lead", "chalk",
+                   "adhesive", "packaging", "stationery", "furniture", "software"})
+_NO_SINGULAR = frozenset({"scissors", "pliers", "tweezers", "shears", "glasses", "series", "news",
+                          "supplies", "headphones", "earphones", "goggles", "pants", "shorts"})
+# Product families by kind (singular), for listings without categories (the MiniOneRec
+# Office and Industrial files have none): the rule's own coarse grouping, not the shop's.
+_FAMILIES = {
+    "writing instruments": """pen pencil marker highlighter crayon chalk stylus lead refill calligraphy
+        brush""",
+    "ink and toner": """cartridge ink toner ribbon drum cli pgi""",
+    "paper and notebooks": """paper notebook pad note journal cardstock card index book booklet
+        stock bristol tablet memo sketchbook diary composition""",
+    "planners and calendars": """planner calendar agenda""",
+    "labels and tags": """label tag sticker tab""",
+    "mailing and shipping": """envelope mailer wrap bubble""",
+    "filing and binding": """folder binder divider file protector pocket jacket fastener insert
+        sorter wallet cover report portfolio ring""",
+    "desk supplies": """stapler staple clip holder dispenser tray sharpener eraser ruler scissors
+        punch tape glue adhesive pin band clipboard stand rest mat mousepad bookend opener
+        moistener magnet hook cup trimmer cutter remover stamp pouch lanyard organizer caddy""",
+    "office electronics": """printer calculator scanner shredder laminator copier phone telephone
+        handset presenter adapter maker headset camera projector speaker battery""",
+    "boards and displays": """board whiteboard easel cork frame sign display""",
+    "furniture and storage": """chair desk cabinet cart drawer rack cushion shelf box storage case bag
+        bin basket locker safe""",
+}
+_FAMILY = {w: fam for fam, words in _FAMILIES.items() for w in words.split()}
 
-    def allowed(word: str) -> str | None:
-        if not word or set(normalize(word).split()) & hidden:
-            return None
-        return None if catalog is not None and catalog.title_hits(word) else word
 
-    kinds = [allowed(item_kind(h["title"], h.get("brand", ""))) for h in history]
-    brands = [allowed(h.get("brand", "")) for h in history]
-    n = len(history)
-    out = [f"I am looking at a history of {n} item{'s' if n != 1 else ''}."]
-    if n <= 5:
-        for i, (h, kind, brand) in enumerate(zip(history, kinds, brands)):
-            what = _a(kind) if kind else "an item"
-            who = f" from {brand}" if brand else ""
-            lead = "It starts with" if i == 0 else ("Most recently the user chose" if i == n - 1
-                                                    else "Then comes")
-            out.append(f"{lead} {h['sid']}, {what}{who}.")
-    else:
-        first, last = history[0], history[-1]
-        out.append(f"The sequence opens with {first['sid']}"
-                   + (f", {_a(kinds[0])}" if kinds[0] else "") + ".")
-        mid = [h["sid"] for h in history[1:-1]]
-        out.append(f"It continues through {', '.join(mid)}.")
-        out.append(f"The most recent step is {last['sid']}"
-                   + (f", {_a(kinds[-1])}" if kinds[-1] else "") + ".")
-    kind_counts = Counter(k for k in kinds if k)
-    brand_counts = Counter(b for b in brands if b)
-    common = [k for k, c in sorted(kind_counts.items(), key=lambda kv: (-kv[1], kv[0])) if c > 1]
-    if common:
-        out.append(f"I notice a repeated interest in {_join(common[:3])}.")
-    loyal = [b for b, c in sorted(brand_counts.items(), key=lambda kv: (-kv[1], kv[0])) if c > 1]
+def kind_noun(title: str, brand: str = "") -> str:
+    """The item's kind for the user texts, one singular noun: like ``item_kind``, the head
+    noun of the first title segment that has one, but read before "with"/"for" and past
+    colours, sizes and pack words ("Cross Fountain Pen with Medium Nib" -> "pen", "Gel Ink Pen
+    Set" -> "pen", "Toner Cartridge for Brother TN450" -> "cartridge")."""
+    brand_words = set(normalize(brand).split())
+    for seg in segments(_DASH_RE.sub(", ", title)):
+        for stop, word in enumerate(seg):
+            if word in _KIND_STOP and stop > 0:
+                seg = seg[:stop]
+                break
+        words = [w for w in seg if w.isalpha() and len(w) >= 3 and w not in brand_words
+                 and w not in STOPWORDS and w not in _NOT_KINDS]
+        if words:
+            kind = _singular(words[-1])
+            return _KIND_ALIASES.get(kind, kind)
+    return "product"
+
+
+def _singular(word: str) -> str:
+    if word in _NO_SINGULAR or len(word) <= 3:
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(("ches", "shes", "xes", "sses", "zzes")):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def _plural(word: str) -> str:
+    if word in _NO_SINGULAR or word in _MASS:
+        return word
+    if word.endswith("y") and word[-2:-1] not in "aeiou":
+        return word[:-1] + "ies"
+    if word.endswith(("s", "x", "z", "ch", "sh")):
+        return word + "es"
+    return word + "s"
+
+
+def _an(word: str) -> str:
+    """'pen' -> 'a pen', 'eraser' -> 'an eraser', 'scissors' -> 'scissors'."""
+    if word in _NO_SINGULAR or word in _MASS:
+        return word
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
+
+def _category(entry: dict, kind: str) -> tuple[str, bool]:
+    """(label, from_listing): the item's main category below the shop's root ("Video Games >
+    PlayStation 4 > Games" -> "PlayStation 4 > Games"), else the kind's family, else ""."""
+    cats = [" ".join(str(c).split()) for c in entry.get("categories") or [] if str(c).strip()]
+    if len(cats) >= 2:
+        cats = cats[1:]  # the root names the whole shop section: every item shares it
+    if cats:
+        return " > ".join(cats[:2]), True
+    return _FAMILY.get(kind, ""), False
+
+
+def _ranked(counts: Counter, last_seen: dict) -> list:
+    """Keys by count, ties broken by the most recent occurrence, then by name."""
+    return sorted(counts, key=lambda k: (-counts[k], -last_seen[k], str(k)))
+
+
+def _history_profile(history: list[dict], catalog: "Catalog | None") -> dict:
+    """What the history says, item by item and in sum; every field comes from the history."""
+    items = []
+    for h in history:
+        kind = kind_noun(h.get("title", ""), h.get("brand", ""))
+        label, listed = _category(h, kind)
+        brand = _maker(" ".join((h.get("brand") or "").split()), catalog)
+        items.append({"sid": h["sid"], "kind": kind, "brand": "" if brand == "an unnamed maker" else brand,
+                      "category": label, "listed": listed,
+                      # what groups items: the category, or the kind when there is none
+                      "group": label or _plural(kind)})
+    n = len(items)
+    profile: dict = {"items": items, "n": n}
+    for field in ("kind", "brand", "category", "group", "sid"):
+        counts, last = _count_in(items, field)
+        profile[field] = (counts, last, _ranked(counts, last))
+    # The expected group: frequency plus a bonus for the latest item (recency), ties by recency.
+    g_counts, g_last, _ = profile["group"]
+    score = {g: c + (1 if g_last[g] == n - 1 else 0) for g, c in g_counts.items()}
+    expected = sorted(score, key=lambda g: (-score[g], -g_last[g], g))
+    members = [it for it in items if it["group"] == expected[0]] if expected else []
+    profile["expected_group"] = expected[0] if expected else ""
+    profile["second_group"] = expected[1] if len(expected) > 1 else ""
+    profile["expected_kind"] = _ranked(*_count_in(members, "kind"))[0] if members else ""
+    brands = _count_in(members, "brand")
+    profile["expected_brand"] = _ranked(*brands)[0] if brands[0] else ""
+    return profile
+
+
+def _count_in(items: list[dict], field: str) -> tuple[Counter, dict]:
+    counts: Counter = Counter()
+    last: dict = {}
+    for i, it in enumerate(items):
+        if it[field]:
+            counts[it[field]] += 1
+            last[it[field]] = i
+    return counts, last
+
+
+# The reasoning is a few short sentences, each a head ("History:", "Focus:", ...) and clauses;
+# each clause is a list of ever plainer alternatives (the first that keeps the text blind is
+# written; a clause with none that does is left out, and a sentence with no clause left too).
+Sentence = tuple[str, list[list[str]], str]  # (head, clauses, separator)
+
+LONG_HISTORY = 5  # beyond this, items are listed by kind only and brands are summarised
+
+
+def _entries(run: list[dict], brand: bool) -> str:
+    """'<s1>, <s2> BIC pens, <s3> Pilot pen': items by SID, consecutive items of one kind (and
+    brand, when written) share it."""
+    parts, i = [], 0
+    while i < len(run):
+        key = (run[i]["brand"] if brand else "", run[i]["kind"])
+        j = i
+        while j + 1 < len(run) and (run[j + 1]["brand"] if brand else "", run[j + 1]["kind"]) == key:
+            j += 1
+        noun = _plural(key[1]) if j > i else key[1]
+        parts.append(", ".join(it["sid"] for it in run[i:j + 1]) + " " + (f"{key[0]} {noun}" if key[0] else noun))
+        i = j + 1
+    return ", ".join(parts)
+
+
+def _history_sentence(profile: dict) -> Sentence:
+    """Runs of consecutive items of one group, each '<sid> Brand kind, ... in <category>';
+    brands only up to ``LONG_HISTORY`` items."""
+    runs: list[list[dict]] = []
+    for it in profile["items"]:
+        if runs and runs[-1][-1]["group"] == it["group"]:
+            runs[-1].append(it)
+        else:
+            runs.append([it])
+    brand = profile["n"] <= LONG_HISTORY
+    clauses = []
+    for run in runs:
+        where = f" in {run[0]['category']}" if run[0]["category"] else ""
+        alts = [_entries(run, brand=True) + where] if brand else []
+        alts += [_entries(run, brand=False) + where, _entries(run, brand=False),
+                 ", ".join(it["sid"] for it in run)]
+        clauses.append(list(dict.fromkeys(alts)))
+    return "History: ", clauses, "; "
+
+
+def _focus_sentence(profile: dict) -> Sentence:
+    """'Focus: writing instruments (5 of 7), then paper and notebooks (2); pens (4 of 7);
+    BIC recurs (3 of 7).'"""
+    n, clauses = profile["n"], []
+    if n < 2:
+        return "Focus: ", clauses, "; "
+    c_counts, _l, c_rank = profile["category"]
+    if c_rank:
+        top = c_rank[0]
+        if c_counts[top] == 1 and len(c_rank) > 1:
+            clauses.append([f"broad, {len(c_rank)} categories"])
+        else:
+            text = f"{top} ({c_counts[top]} of {n})"
+            if len(c_rank) > 1 and c_counts[c_rank[1]] > 1:
+                text += f", then {c_rank[1]} ({c_counts[c_rank[1]]})"
+            clauses.append([text])
+    k_counts, _l, k_rank = profile["kind"]
+    if k_rank and k_counts[k_rank[0]] > 1:
+        k = k_rank[0]
+        clauses.append([f"all {_plural(k)}" if k_counts[k] == n else f"{_plural(k)} ({k_counts[k]} of {n})"])
+    b_counts, b_last, b_rank = profile["brand"]
+    loyal = [b for b in b_rank if b_counts[b] > 1]
     if loyal:
-        out.append(f"The user seems to return to {_join(loyal[:2])}, which suggests some brand loyalty.")
-    if n > 1 and kinds[-1] and kinds[-1] != kinds[0]:
-        out.append(f"Their focus appears to have shifted from {kinds[0] or 'earlier purchases'} "
-                   f"towards {kinds[-1]}.")
-    recent = [k for k in dict.fromkeys(reversed([k for k in kinds if k]))][:3]
-    if recent:
-        out.append(f"I would expect this user may enjoy items related to {_join(recent)}, "
-                   "or products that complement them.")
+        if len(loyal) == 1:
+            text = f"{loyal[0]} recurs ({b_counts[loyal[0]]} of {n})"
+        else:
+            text = _join([f"{b} ({b_counts[b]})" for b in loyal[:2]]) + " recur"
+        clauses.append([text, "a brand recurs"])
+    elif len(b_rank) > 1:
+        makers = sorted(b_rank, key=lambda b: b_last[b])
+        listed = f" ({', '.join(makers[:3] + (['others'] if len(makers) > 3 else []))})"
+        clauses.append(([f"no brand recurs{listed}"] if n > LONG_HISTORY else []) + ["no brand recurs"])
+    return "Focus: ", clauses, "; "
+
+
+def _change_sentences(profile: dict) -> list[Sentence]:
+    """Whether the latest item stays in, returns to or shifts from the previous group (when
+    the history has more than one), and the repeat purchases."""
+    items, n = profile["items"], profile["n"]
+    if n < 2:
+        return []
+    last, prev = items[-1]["group"], items[-2]["group"]
+    if last == prev:
+        text = f"stays {'in' if items[-1]['category'] else 'with'} {last}"
+    elif last in {it["group"] for it in items[:-1]}:
+        text = f"returns to {last} after {prev}"
     else:
-        out.append("I would expect this user may enjoy practical items that complement "
-                   "what they already own.")
-    return " ".join(out)
+        text = f"shifts from {prev} to {last}"
+    s_counts, _l, s_rank = profile["sid"]
+    repeats = [s for s in s_rank if s_counts[s] > 1]
+    if repeats:
+        head = "Repeat: " if len(repeats) == 1 else "Repeats: "
+        again = [[f"{s} bought {_TIMES.get(s_counts[s], f'{s_counts[s]} times')}"] for s in repeats[:3]]
+    else:
+        head, again = "", [["No repeats"]]
+    # a single group: "Focus: ... (n of n)" says it already
+    latest = [("Latest ", [[text]], "")] if len({it["group"] for it in items}) > 1 else []
+    return [*latest, (head, again, ", ")]
+
+
+def _next_sentence(profile: dict) -> Sentence:
+    """'Next: most likely another pen in writing instruments, possibly from BIC, otherwise
+    paper and notebooks.'"""
+    kind, group = profile["expected_kind"], profile["expected_group"]
+    brand, second = profile["expected_brand"], profile["second_group"]
+    if not kind:
+        return "Next: ", [], ""
+    where = f" in {group}" if group in profile["category"][0] else ""
+    lead = f"most likely {_another(kind)}"
+    tail = f", otherwise {second}" if second else ""
+    alts = ([f"{lead}{where}, possibly from {brand}{tail}"] if brand else []) + \
+        [f"{lead}{where}{tail}", f"{lead}{tail}", "most likely more of the same"]
+    return "Next: ", [alts], ""
+
+
+_TIMES = {2: "twice", 3: "three times"}
+
+
+def _another(kind: str) -> str:
+    return f"more {kind}" if kind in _MASS else f"another {kind}"
+
+
+def _render(sentences: list[tuple[str, list[str], str]]) -> str:
+    return " ".join(f"{head}{sep.join(chosen)}." for head, chosen, sep in sentences if chosen)
+
+
+def _user_reasoning(ctx: dict, catalog: "Catalog | None" = None) -> str:
+    """Compact notes from the history alone, in fixed sentences: "History:" (each item, or run
+    of one group, by SID with kind, brand and category), "Focus:" (dominant category, kind,
+    recurring brands), "Latest" (stays, returns, shifts), repeats, "Next:" (a hedged
+    expectation). The hidden target is used only to keep out text that would identify it (a
+    run of three words of its title, a model code, or, given the catalogue, any leak the
+    synthesis checks find); no catalogue title is written either. A clause that fails is
+    replaced by a plainer alternative, or left out."""
+    history = ctx["history"]
+    target = ctx.get("target") or {}
+    ok = _blind_check(target, [h["item_id"] for h in history if "item_id" in h], catalog)
+    profile = _history_profile(history, catalog)
+    sentences = [_history_sentence(profile), _focus_sentence(profile), *_change_sentences(profile),
+                 _next_sentence(profile)]
+    first = _render([(head, [alts[0] for alts in clauses], sep) for head, clauses, sep in sentences])
+    if ok(first):  # the usual case; else a clause at a time
+        return first
+    done: list[tuple[str, list[str], str]] = []
+    for head, clauses, sep in sentences:
+        chosen: list[str] = []
+        for alternatives in clauses:
+            for alt in alternatives:
+                if ok(_render([*done, (head, [*chosen, alt], sep)])):
+                    chosen.append(alt)
+                    break
+        done.append((head, chosen, sep))
+    return _render(done)
+
+
+def _blind_check(target: dict, history_ids: list[str], catalog: "Catalog | None") -> Callable[[str], bool]:
+    """True for a text that identifies neither the target nor any catalogue title. A word the
+    target shares ("pen", its brand) is fine; its title's word trigrams (less those made only
+    of its brand), its model codes and, given the catalogue, the synthesis leak check are not."""
+    title = target.get("title", "")
+    brand_words = set(normalize(target.get("brand", "")).split())
+    grams = {g for g in _title_trigrams(title) if not set(g) <= brand_words}
+    codes = _codes(title) - brand_words  # "ECR4Kids" is a maker, not a model number
+    tid = str(target.get("item_id", ""))
+    check_leak = catalog is not None and tid in catalog.titles
+
+    def ok(text: str) -> bool:
+        words = normalize(text).split()
+        if codes & set(words) or any(tuple(words[i:i + 3]) in grams for i in range(len(words) - 2)):
+            return False
+        if catalog is not None and catalog.title_hits(text):
+            return False
+        return not (check_leak and catalog.leak_problems(text, tid, history_ids))
+    return ok
 
 
 def _user_narrative(ctx: dict, catalog: "Catalog | None" = None) -> str:
     """The history's SIDs in order, the (blind) reasoning, then the recommendation: the
-    target by its SID, with its kind and maker when neither is a catalogue title fragment."""
+    target by its SID, with its kind and maker (named as the reasoning names them) when
+    neither is a catalogue title fragment, and whether the history holds that kind."""
     sids = ctx["history_sids"]
     reasoning = (ctx.get("reasoning") or "").strip() or _user_reasoning(ctx, catalog)
-    opening = f"This user has interacted with {', '.join(sids)}, in that order."
+    opening = f"This user has interacted with {', '.join(sids)}."
     target = ctx["target"]
-
-    def allowed(word: str) -> str:
-        return "" if not word or (catalog is not None and catalog.title_hits(word)) else word
-
-    kind = allowed(item_kind(target.get("title", ""), target.get("brand", "")))
-    brand = allowed(target.get("brand", ""))
-    what = (f", {_a(kind)}" if kind and kind != "product" else "") + (f" from {brand}" if brand else "")
-    if catalog is not None and catalog.title_hits(what):  # the two words together may be one
-        what = ""
-    closing = f"Given this history, the item I recommend next is {target['sid']}{what}."
-    return f"{opening} Reading this history as an analyst: {reasoning} {closing}"
+    kind = kind_noun(target.get("title", ""), target.get("brand", ""))
+    brand = " ".join((target.get("brand") or "").split())
+    hist_kinds = Counter(kind_noun(h.get("title", ""), h.get("brand", "")) for h in ctx["history"])
+    what = f", {_an(kind)}" if kind != "product" else ""
+    fits = ""
+    if what and hist_kinds[kind]:
+        fits = f", like the history's {_plural(kind) if hist_kinds[kind] > 1 else kind}"
+    base = f"Given this history, the item I recommend next is {target['sid']}"
+    closing = f"{base}."
+    for candidate in (f"{base}{what} from {brand}{fits}." if brand else "", f"{base}{what}{fits}.",
+                      f"{base}{what}."):
+        if candidate and (catalog is None or not catalog.title_hits(candidate)):
+            closing = candidate
+            break
+    return f"{opening} {reasoning} {closing}"
 
 
 def _item_analysis(ctx: dict, catalog: "Catalog | None" = None) -> str:

@@ -10,6 +10,7 @@ from synth.data.importer import import_folder
 from train import report
 from train.baselines import popular, sasrec
 from train.baselines.__main__ import main as baselines_main
+from train.metrics import SLICES, slice_labels
 
 
 def _dataset(tmp_path, name, items, splits) -> Dataset:
@@ -49,6 +50,12 @@ def test_popularity_counts_each_user_item_once_from_train_only(tmp_path):
     assert test["recall@5"] == pytest.approx(1.0)
     assert test["ndcg@5"] == pytest.approx((1 / math.log2(5) + 1 + 1 / math.log2(4)) / 3)
     assert rec["valid"]["n"] == 1
+    # slices of the test rows: d is cold (no train row holds it) and repeats (u3's history has it); b, a neither
+    assert slice_labels(ds) == [("cold", "repeat"), (), ()]
+    assert test["slices"] == {"cold": {"recall@5": 1.0, "ndcg@5": pytest.approx(1 / math.log2(5)),
+                                       "recall@10": 1.0, "ndcg@10": pytest.approx(1 / math.log2(5)), "n": 1},
+                              "repeat": test["slices"]["cold"]}
+    assert "slices" not in rec["valid"]  # the test metrics carry the slices
 
 
 def test_sasrec_learns_a_deterministic_transition_and_is_reproducible(tmp_path):
@@ -88,6 +95,9 @@ def test_sasrec_loss_decreases_and_beats_most_popular_on_office(office):
     pop = popular.run(office)
     s, p = rec["stages"]["sasrec"]["direct"], pop["stages"]["popular"]["direct"]
     assert s["n"] == p["n"] == 4866
+    labels = slice_labels(office)
+    for name in SLICES:  # both baselines score the same slices: n = the test rows labelled so
+        assert s["slices"][name]["n"] == p["slices"][name]["n"] == sum(name in row for row in labels) > 0
     for metric in ("recall@5", "ndcg@5", "recall@10", "ndcg@10"):
         assert s[metric] > p[metric], (metric, s, p)
 
@@ -101,7 +111,10 @@ def test_cli_writes_metrics_json_that_the_report_reads(tmp_path, capsys):
         assert rc == 0
         rec = json.loads((runs / "cycle" / f"baseline-{model}" / "metrics.json").read_text())
         assert rec["model"] == model and rec["dataset"] == "cycle"
-        assert set(rec["stages"][model]["direct"]) == {"recall@5", "ndcg@5", "recall@10", "ndcg@10", "n"}
+        test = rec["stages"][model]["direct"]
+        assert set(test) == {"recall@5", "ndcg@5", "recall@10", "ndcg@10", "n", "slices"}
+        # every cycle item is a train item and no test target is in its history: both slices are empty
+        assert test["slices"] == {"cold": {"n": 0}, "repeat": {"n": 0}}
         assert rec["data"]["sha256"]["train.jsonl"] and rec["data"]["stats"]["train"] == 160
         assert rec["wall_time_s"] >= 0 and "--model " + model in rec["command"]
     assert json.loads((runs / "cycle" / "baseline-sasrec" / "metrics.json").read_text())["config"]["seed"] == 3

@@ -85,3 +85,57 @@ def test_grpo_raises_mean_reward(tmp_path):
     last = log[-1]
     assert "rewards/sid_prefix_reward/mean" in last and "rewards/sid_format_reward/mean" in last
     assert "rewards/reasoning_tokens/mean" in last and "kl" in last
+
+
+def _random_tiny(tmp_path):
+    vocab = sorted({t for s in SIDS.values() for t in s})
+    return build_tiny(vocab, tmp_path / "base", hidden=64, layers=2, heads=2, vocab_size=2048, seed=0)
+
+
+@pytest.mark.parametrize("budget", [8, 40])
+def test_constrained_rollouts_always_end_in_a_valid_sid(tmp_path, budget):
+    """Sampled from an untrained model, every rollout still has one ``</think>``, the separator, an
+    existing item's SID and the end token: forced when the budget runs out (8), free before (40)."""
+    from transformers import LogitsProcessorList
+
+    from train.decoding import AnswerConstraint, answer_separator, left_pad, token_ids
+    from train.reward import format_reward
+    from train.trie import SidTrie
+
+    model, tok = _random_tiny(tmp_path)
+    trie = SidTrie.from_sids(SIDS, tok)
+    ids, sep = token_ids(tok), answer_separator(tok)
+    prompts = [tok(render_prompt(tok, rec_messages([sid_string(SIDS[k])])), add_special_tokens=False)["input_ids"]
+               for k in list(SIDS)[:4]]
+    input_ids, mask = left_pad(prompts, ids.pad, "cpu")
+    proc = AnswerConstraint(trie, input_ids.shape[1], ids.think_end, sep, ids.end, budget)
+    torch.manual_seed(0)
+    out = model.generate(input_ids=input_ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0,
+                         max_new_tokens=budget, num_return_sequences=8, eos_token_id=ids.end, pad_token_id=ids.pad,
+                         logits_processor=LogitsProcessorList([proc]))
+    valid = {sid_string(v) for v in SIDS.values()}
+    for row in out[:, input_ids.shape[1]:].tolist():
+        assert row.count(ids.think_end) == 1 and ids.end in row, tok.decode(row)
+        answer_ids = row[row.index(ids.think_end) + 1: row.index(ids.end)]
+        assert answer_ids[: len(sep)] == sep
+        assert tuple(answer_ids[len(sep):]) in set(trie.sequences.values())
+        text = tok.decode(row, skip_special_tokens=True)
+        assert format_reward(text, valid) == 1.0, text
+
+
+def test_constrained_grpo_scores_every_rollout(tmp_path):
+    """Through run_grpo: with constrained_answer every rollout of every step is a well-formed SID answer
+    (format reward 1.0 throughout), although the model is untrained and its reasoning is noise."""
+    from train.trie import SidTrie
+
+    _, tok = _random_tiny(tmp_path)
+    sid = {k: sid_string(v) for k, v in SIDS.items()}
+    rows = [{"prompt": render_prompt(tok, rec_messages([sid[k]])), "target_sid": sid[TARGET], "target": TARGET}
+            for k in SIDS]
+    cfg = GRPOStageConfig.tiny().override(
+        learning_rate=1e-4, num_generations=4, prompts_per_step=2, per_device_batch=8, generation_batch=8,
+        max_completion_length=16, max_steps=2, eval_every=0, beta=0.0, seed=0, constrained_answer=True)
+    run_grpo(tmp_path / "base", tmp_path / "grpo", rows, cfg, set(sid.values()), trie=SidTrie.from_sids(SIDS, tok))
+    log = [h for h in read_json(tmp_path / "grpo" / "log_history.json") if "reward" in h]
+    assert len(log) == 2
+    assert all(h["rewards/sid_format_reward/mean"] == 1.0 for h in log), log

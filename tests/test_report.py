@@ -157,3 +157,58 @@ def test_runs_sit_beside_the_papers_table3_and_table5_rows(tmp_path):
     assert lines == [["| Metadata", "paper: Games"], ["| Metadata", "s2"], ["| Qwen3-8B", "paper: Games"],
                      ["| Qwen3-32B", "paper: Games"], ["| GPT-4o-mini", "paper: Games"], ["| GPT-4o-mini", "s3"]]
     assert "| GPT-4o-mini | paper: Games | — | — | 0.1031 | 0.0563 | — | published, not measured (Table 5) |" in t5
+
+
+def _sliced(r10, n=100, cold=10, repeat=5):
+    """Metrics with slices: the cold slice scores r10 / 2, the repeat slice 2 * r10 (NDCG a third of it)."""
+    return {**_metrics(r10, n), "slices": {
+        "cold": {**_metrics(r10 / 2, cold), "n": cold} if cold else {"n": 0},
+        "repeat": {**_metrics(2 * r10, repeat), "n": repeat}}}
+
+
+def test_main_table_shows_the_slices_and_dashes_for_records_without_them(tmp_path):
+    root = tmp_path / "runs"
+    _write(root / "office" / "baseline-popular" / "metrics.json", {
+        "kind": "baseline", "model": "popular", "stages": {"popular": {"direct": _sliced(0.1)}}})
+    _write(root / "office" / "llm" / "metrics.json", {
+        "kind": "llm", "model": "tiny", "stages": {"align": {"direct": _sliced(0.2), "thinking": _sliced(0.3)}}})
+    _write(root / "office" / "old" / "metrics.json", {
+        "kind": "llm", "model": "tiny", "stages": {"align": {"direct": _metrics(0.4)}}})  # before slices
+    md = report.build("office", root).markdown_path.read_text(encoding="utf-8")
+    head = next(line for line in md.splitlines() if line.startswith("| run |"))
+    cols = [c.strip() for c in head.strip("|").split("|")]
+    assert cols[7:17] == ["Recall@5", "NDCG@5", "Recall@10", "NDCG@10", "Recall@10 cold", "NDCG@10 cold",
+                          "Recall@10 repeat", "NDCG@10 repeat", "n", "source"]
+
+    def cells(run, mode):
+        line = next(line for line in md.splitlines() if line.startswith(f"| {run} |") and f"| {mode} |" in line)
+        return dict(zip(cols, (c.strip() for c in line.strip("|").split("|"))))
+
+    row = cells("llm", "thinking")
+    assert (row["Recall@10"], row["NDCG@10"], row["n"]) == ("0.3000", "0.1000", "100")
+    assert (row["Recall@10 cold"], row["NDCG@10 cold"]) == ("0.1500", "0.0500")
+    assert (row["Recall@10 repeat"], row["NDCG@10 repeat"]) == ("0.6000", "0.2000")
+    assert cells("baseline-popular", "direct")["Recall@10 cold"] == "0.0500"
+    old = cells("old", "direct")
+    assert old["Recall@10"] == "0.4000"
+    assert [old[f"{m} {s}"] for s in ("cold", "repeat") for m in ("Recall@10", "NDCG@10")] == ["—"] * 4
+    paper = cells("paper: Office", "—")  # the published rows: no slices
+    assert paper["Recall@10 cold"] == paper["NDCG@10 repeat"] == "—"
+    # each slice's size, said once for the runs that agree
+    assert "cold: 10 rows, repeat: 5 rows (of 100 test rows)." in md
+
+    # a run on fewer test rows (--limit) has other counts: each group names its runs; an empty slice shows —
+    _write(root / "office" / "small" / "metrics.json", {
+        "kind": "llm", "model": "tiny", "limit": 20, "stages": {"align": {"direct": _sliced(0.5, 20, 0, 2)}}})
+    md = report.build("office", root).markdown_path.read_text(encoding="utf-8")
+    assert "cold: 10 rows, repeat: 5 rows (of 100 test rows): baseline-popular, llm; " \
+           "cold: 0 rows, repeat: 2 rows (of 20 test rows): small." in md
+    small = cells("small", "direct")
+    assert (small["Recall@10 cold"], small["Recall@10 repeat"]) == ("—", "1.0000")
+
+
+def test_a_report_without_any_sliced_record_says_so(runs):
+    md = report.build("office", runs).markdown_path.read_text(encoding="utf-8")
+    assert "No measured row records slices yet" in md
+    assert "| tiny-gpt | tiny | gpt-4o-mini | align | office, limit 200 rows | — | direct | 0.0200 | 0.0100 | " \
+           "0.0400 | 0.0133 | — | — | — | — | 100 |" in md

@@ -48,7 +48,7 @@ def test_every_setting_has_help():
 
 def test_tiny_preset_is_what_tiny_returns_and_the_model_picks_it():
     assert AlignConfig.tiny() == AlignConfig.preset(TINY_PRESET)
-    assert AlignConfig.tiny().max_steps == 360 and AlignConfig().max_steps == -1
+    assert AlignConfig.tiny().history_loss and not AlignConfig().history_loss
     cfg, preset = load(None, _flags("--dataset", "d", "--model", "tiny"))
     assert preset == TINY_PRESET and cfg.grpo == GRPOStageConfig.tiny().resolved(cfg.run.seed)
     cfg, preset = load(None, _flags("--dataset", "d", "--model", "Qwen/Qwen3-0.6B"))

@@ -26,6 +26,10 @@ from train.reward import FORMAT_WEIGHT
 
 TINY = "tiny"  # the model spec that builds the small CPU model (train.model.build_tiny)
 MODES = ("direct", "thinking")
+# The align mix's task families (train.tasks.align_rows): the four directions, the item tasks, the corpus
+# texts and general data.
+ALIGN_TASKS = ("sid2sid", "title2title", "title2sid", "sid2title", "item_title2sid", "item_sid2title",
+               "corpus_item", "corpus_user", "general")
 STAGES = ("align", "activate", "grpo", "eval")
 PRESETS = Path(__file__).resolve().parents[1] / "configs" / "train"
 TINY_PRESET = PRESETS / "tiny.yaml"
@@ -94,6 +98,14 @@ class DataConfig(Section):
     data_dir: str = setting("data", "root of the dataset folders")
     sids: str | None = setting("own", "SID set (SIDS): own (<data_dir>/<dataset>/sids.json), reference (the "
                                "publishers' reference_sids.json, as the paper's scripts) or a SID map's path")
+    prompts: str = setting("full", "prompt set of every training row and recommendation prompt: full (prompts/train/) "
+                                   "or compact (prompts/train/compact/: the same turns in fewer tokens)", "--prompts")
+
+    def check_prompts(self) -> None:
+        from train.templates import PROMPT_SETS
+
+        if self.prompts not in PROMPT_SETS:
+            raise ConfigError(f"prompts: {self.prompts!r}; expected one of {', '.join(PROMPT_SETS)}")
 
 
 @dataclass
@@ -166,6 +178,8 @@ class SFTStageConfig(TrainingConfig):
     weight_decay: float = setting(0.0, "AdamW weight decay")
     lr_scheduler: str = setting("linear", "learning-rate schedule after warmup (transformers' lr_scheduler_type)")
     packing: bool = setting(False, "pack rows best-fit-decreasing into max_length sequences, padding-free")
+    history_loss: bool = setting(False, "loss on the history's SID tokens of SID-history rows too (next-item "
+                                        "prediction at every position); the paper: the assistant turn alone")
 
 
 @dataclass
@@ -183,6 +197,19 @@ class AlignConfig(SFTStageConfig):
     general: str | None = setting(None, "general chat data mixed in: a jsonl with 'messages' or a Hub id", "--general")
     general_n: int = setting(60000, "general chat samples mixed in when `general` is set (the paper: 60,000)",
                              "--general-n")
+    task_weights: dict[str, float] = field(default_factory=dict, metadata={
+        "help": "rows of a task family per epoch, as a multiple of its rows (JSON, e.g. '{\"sid2sid\": 3, "
+                "\"corpus_user\": 0.5}'; families: " + ", ".join(ALIGN_TASKS) + "); unlisted: 1, the paper's mix",
+        "flags": ()})
+
+    def check(self, world: int | None = None) -> None:
+        super().check(world)
+        bad = sorted(set(self.task_weights) - set(ALIGN_TASKS))
+        if bad:
+            raise ConfigError(f"align.task_weights: unknown task {bad[0]!r}; tasks: {', '.join(ALIGN_TASKS)}")
+        negative = {k: w for k, w in self.task_weights.items() if not isinstance(w, (int, float)) or w < 0}
+        if negative:
+            raise ConfigError(f"align.task_weights: weights must be numbers >= 0, got {negative}")
 
 
 @dataclass
@@ -230,6 +257,9 @@ class GRPOStageConfig(TrainingConfig):
     max_prompt_length: int = setting(1024, "longest prompt in tokens; longer prompts are left out of training")
     max_completion_length: int = setting(1024, "longest rollout in tokens (reasoning + SID); also the reasoning "
                                                "budget of the validation callback")
+    constrained_answer: bool = setting(False, "rollouts end in a valid SID: after </think> the answer is walked "
+                                              "down the SID trie, as evaluation decodes it (MiniOneRec's RL); "
+                                              "the paper's rollouts are unconstrained")
     eval_every: int = setting(50, "validation Recall@10 every N steps (0 = never)", "--grpo-eval-every")
     eval_rows: int = setting(256, "validation rows for that Recall@10")
     eval_mode: str = setting("thinking", "decoding mode of that validation (direct | thinking)")
@@ -323,6 +353,7 @@ class TrainConfig:
         check_modes((self.grpo.eval_mode,), "grpo.eval_mode")
         if not self.run.dataset:
             raise ConfigError("run.dataset is not set: pass --dataset NAME (make: DATASET=)")
+        self.run.check_prompts()
         self.align.check()
         self.activate.check()
         self.grpo.check()

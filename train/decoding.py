@@ -179,6 +179,52 @@ class TrieLogitsProcessor(LogitsProcessor):
         return scores + mask
 
 
+class AnswerConstraint(LogitsProcessor):
+    """Sampled rollouts (GRPO) that always end in a valid SID, as evaluation's answers do: the reasoning
+    is free, but may not end the turn before ``</think>``, and ``</think>`` is forced when only the room
+    for the answer is left; after it come the separator tokens ``sep`` (evaluation's ``"\\n\\n"``), a
+    SID walked down the trie, and the end token. The reward then compares SIDs, never a malformed
+    answer (MiniOneRec constrains its RL rollouts the same way).
+
+    One processor per ``generate`` call: ``prompt_len`` is the width of that call's (left-padded) prompts."""
+
+    def __init__(self, trie: SidTrie, prompt_len: int, think_end: int, sep: Sequence[int], end_id: int,
+                 max_new_tokens: int):
+        self.trie, self.prompt_len, self.think_end, self.end_id = trie, prompt_len, think_end, end_id
+        self.sep = list(sep)
+        self.room = len(self.sep) + trie.levels + 2  # </think>, separator, SID, end token
+        self.max_new_tokens = max_new_tokens
+
+    def _allowed(self, gen: list[int]) -> list[int] | None:
+        """Token ids allowed next after the generated ``gen``; None: anything but the end token."""
+        if self.think_end not in gen:
+            return [self.think_end] if self.max_new_tokens - len(gen) <= self.room else None
+        after = gen[gen.index(self.think_end) + 1:]
+        if len(after) < len(self.sep):
+            return [self.sep[len(after)]]
+        prefix = tuple(after[len(self.sep):])
+        allowed = list(self.trie.allowed(prefix))
+        return allowed if allowed and not self.trie.is_complete(prefix) else [self.end_id]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        mask = torch.zeros_like(scores)
+        for r, gen in enumerate(input_ids[:, self.prompt_len:].tolist()):
+            allowed = self._allowed(gen)
+            if allowed is None:
+                mask[r, self.end_id] = -math.inf
+            else:
+                mask[r] = -math.inf
+                mask[r, allowed] = 0.0
+        return scores + mask
+
+
+def answer_separator(tokenizer) -> list[int]:
+    """The token ids between ``</think>`` and the SID, as the chat template writes them (and evaluation
+    appends them): those of ``"\\n\\n"`` after ``</think>``."""
+    ids = encode(tokenizer, [THINK_END + "\n\n"])[0]
+    return ids[1:]
+
+
 def prompt_cache(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_beams: int):
     """KV cache of every prompt but its last token, computed once and repeated for each beam.
 

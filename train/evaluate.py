@@ -7,8 +7,10 @@ map). With the project's own SIDs (unique) this is the item-id rank; with the pu
 SIDs a target that shares its SID with another item is hit when that SID is decoded.
 Results are ``{mode: {recall@5, ndcg@5, recall@10, ndcg@10, n, targets_sharing_sid, hit, wall_s}}``
 per checkpoint (``targets_sharing_sid``: test targets whose SID another item also has; ``hit``:
-"sid"), kept in the run's metrics.json (``train.records``). The direct mode after align is the
-non-reasoning SID recommender (the reference that shows what reasoning adds).
+"sid"), plus ``slices`` when the rows carry theirs (``tasks.rec_rows`` does): ``{"cold": {..., "n"},
+"repeat": {..., "n"}}`` (``train.metrics.sliced_metrics``), kept in the run's metrics.json
+(``train.records``). The direct mode after align is the non-reasoning SID recommender (the reference
+that shows what reasoning adds).
 """
 from __future__ import annotations
 
@@ -22,9 +24,10 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_model(model, tok, rows: list[dict], sids: dict[str, list[str]], mode: str, cfg: EvalConfig) -> dict:
-    """Metrics of ``model`` on rows ``{"prompt", "target"}`` (target = item id) in ``mode``."""
+    """Metrics of ``model`` on rows ``{"prompt", "target"}`` (target = item id) in ``mode``; rows that also
+    carry ``"slices"`` (``train.metrics.slice_labels``) add the metrics per slice under ``"slices"``."""
     from train.decoding import DecodeConfig, recommend, recommend_best_of_n
-    from train.metrics import best_rank, rank_of, ranking_metrics, targets_sharing
+    from train.metrics import best_rank, rank_of, ranking_metrics, sliced_metrics, targets_sharing
     from train.trie import SidTrie
 
     trie = SidTrie.from_sids(sids, tok)
@@ -42,6 +45,8 @@ def evaluate_model(model, tok, rows: list[dict], sids: dict[str, list[str]], mod
         ranked = recommend(model, tok, prompts, trie, dcfg)
         ranks = [rank_of(r["target"], rk, by=sid_of) for r, rk in zip(rows, ranked)]
     out = ranking_metrics(ranks)
+    if rows and all("slices" in r for r in rows):  # rows without slices (older callers): no "slices" entry
+        out["slices"] = sliced_metrics(ranks, [r["slices"] for r in rows])
     out["targets_sharing_sid"] = targets_sharing([r["target"] for r in rows], sid_of)
     out["hit"] = "sid"
     out["wall_s"] = round(time.time() - t0, 1)
@@ -66,16 +71,27 @@ def evaluate_checkpoint(ckpt: str | Path, rows_fn, sids: dict[str, list[str]], m
 
 
 def format_table(metrics: dict) -> str:
-    """A markdown table of metrics.json (stage x mode)."""
-    lines = ["| stage | mode | n | Recall@5 | NDCG@5 | Recall@10 | NDCG@10 | targets sharing a SID | eval s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    """A markdown table of metrics.json (stage x mode); Recall/NDCG@10 per slice (with its n) where recorded."""
+    from train.metrics import SLICES
+
+    def at10(m: dict, name: str) -> str:  # "R@10 | N@10 | n" of a slice; — where absent or empty
+        sl = (m.get("slices") or {}).get(name) or {}
+        if "recall@10" not in sl:
+            return f"— | — | {sl.get('n', '—')}"
+        return f"{sl['recall@10']:.4f} | {sl['ndcg@10']:.4f} | {sl['n']}"
+
+    slice_head = "".join(f" Recall@10 {s} | NDCG@10 {s} | n {s} |" for s in SLICES)
+    lines = ["| stage | mode | n | Recall@5 | NDCG@5 | Recall@10 | NDCG@10 |" + slice_head
+             + " targets sharing a SID | eval s |",
+             "|---|---|---|---|---|---|---|" + "---|---|---|" * len(SLICES) + "---|---|"]
     for stage, modes in metrics.get("stages", {}).items():
         for mode, m in modes.items():
             if not m:
                 continue
             lines.append(f"| {stage} | {mode} | {m['n']} | {m['recall@5']:.4f} | {m['ndcg@5']:.4f} | "
-                         f"{m['recall@10']:.4f} | {m['ndcg@10']:.4f} | {m.get('targets_sharing_sid', '')} | "
-                         f"{m.get('wall_s', '')} |")
+                         f"{m['recall@10']:.4f} | {m['ndcg@10']:.4f} | "
+                         + "".join(f"{at10(m, s)} | " for s in SLICES)
+                         + f"{m.get('targets_sharing_sid', '')} | {m.get('wall_s', '')} |")
     sid_set = metrics.get("sid_set")
     if isinstance(sid_set, dict):
         lines.append(f"\nSIDs: {sid_set.get('name')} ({sid_set.get('file')}, sha256 {str(sid_set.get('sha256'))[:12]}); "

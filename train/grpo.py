@@ -131,6 +131,40 @@ def fit_prompts(rows: list[dict], tokenizer, max_prompt_length: int) -> tuple[li
     return kept, dropped
 
 
+def trainer_class(cfg: GRPOStageConfig, trie, tokenizer):
+    """TRL's GRPOTrainer; with ``constrained_answer``, one whose rollouts end in a valid SID
+    (``train.decoding.AnswerConstraint`` on transformers' generate: TRL takes no logits processor)."""
+    from transformers import LogitsProcessorList
+    from trl import GRPOTrainer
+
+    if not cfg.constrained_answer:
+        return GRPOTrainer
+    if trie is None:
+        raise ValueError("grpo.constrained_answer needs the trie of valid SIDs")
+    from train.decoding import AnswerConstraint, answer_separator, token_ids
+
+    ids, sep, budget = token_ids(tokenizer), answer_separator(tokenizer), cfg.max_completion_length
+
+    class ConstrainedGRPOTrainer(GRPOTrainer):
+        def _generate_single_turn(self, *args, **kwargs):
+            model = self.accelerator.unwrap_model(self.model)
+            original = model.generate
+
+            def generate(*a, **kw):
+                width = kw["input_ids"].shape[1]
+                kw["logits_processor"] = LogitsProcessorList(
+                    [AnswerConstraint(trie, width, ids.think_end, sep, ids.end, budget)])
+                return original(*a, **kw)
+
+            model.generate = generate
+            try:
+                return super()._generate_single_turn(*args, **kwargs)
+            finally:
+                del model.generate  # the class's generate again
+
+    return ConstrainedGRPOTrainer
+
+
 def grpo_args(cfg: GRPOStageConfig, out_dir: Path, reward_weights: list[float], world: int | None = None):
     """TRL's GRPOConfig for ``cfg`` (resolved) on ``world`` processes (default: this launch's).
 
@@ -173,7 +207,6 @@ def run_grpo(model_dir, out_dir, train_rows: list[dict], cfg: GRPOStageConfig, v
              eval_rows: list[dict] | None = None, trie=None) -> dict:
     """GRPO from ``model_dir`` on rows ``{"prompt": text, "target_sid": SID}``; saves ``out_dir/model``."""
     from datasets import Dataset as HFDataset
-    from trl import GRPOTrainer
 
     from train.reward import make_reward_funcs
 
@@ -191,7 +224,7 @@ def run_grpo(model_dir, out_dir, train_rows: list[dict], cfg: GRPOStageConfig, v
     if eval_rows and cfg.eval_every and trie is not None:
         callbacks.append(make_recall_callback(eval_rows, trie, tok, cfg.eval_every, cfg.eval_mode,
                                               cfg.max_completion_length))
-    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=tok,
+    trainer = trainer_class(cfg, trie, tok)(model=model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=tok,
                           callbacks=callbacks)
     t0 = time.time()
     trainer.train()

@@ -12,11 +12,21 @@ What "equal" means is THE hit rule, one argument ``by``:
   evaluation (a ranked list of SIDs; the rank of the target's SID). Entries whose SID already
   appeared higher up are dropped first. With unique SIDs this gives exactly the item-id ranks; with
   shared SIDs (the publishers' reference SIDs) a target can be hit through the item its SID names.
+
+THE slices of a test row (``SLICES``), so every model's metrics can be read where they differ most:
+- ``cold``: the target appears nowhere in the train split (no train target, no train history item):
+  the model never saw it in a sequence;
+- ``repeat``: the target is in the row's own history (the user comes back to an item).
+A row may be in both or neither. ``slice_labels`` labels the rows of a split, ``sliced_metrics`` gives
+``ranking_metrics`` per slice (``{"n": 0}`` for a slice without rows); every evaluation (the LLM's
+``train.evaluate``, the baselines) records it as ``"slices"`` beside the overall metrics.
 """
 from __future__ import annotations
 
 import math
-from typing import Hashable, Mapping, Sequence
+from typing import Hashable, Iterable, Mapping, Sequence
+
+SLICES = ("cold", "repeat")
 
 
 def rank_of(target: Hashable, ranked: Sequence[Hashable], by: Mapping | None = None) -> int | None:
@@ -63,3 +73,33 @@ def ranking_metrics(ranks: Sequence[int | None], ks: Sequence[int] = (5, 10)) ->
         out[f"ndcg@{k}"] = sum(ndcg_at(r, k) for r in ranks) / n
     out["n"] = n
     return out
+
+
+def slice_labels(dataset, split: str = "test") -> list[tuple[str, ...]]:
+    """The slices (``SLICES``) each row of ``split`` belongs to, in file order (``dataset.samples(split)``).
+
+    ``dataset`` is a ``synth.data.dataset.Dataset``; the train split is streamed once for the item ids
+    it holds, then ``split`` once. Rows with the same labels share one tuple."""
+    seen: set[str] = set()
+    for s in dataset.samples("train"):
+        seen.add(s.target)
+        seen.update(s.history)
+    shared: dict[tuple[str, ...], tuple[str, ...]] = {}
+    out = []
+    for s in dataset.samples(split):
+        labels = tuple(name for name, member in zip(SLICES, (s.target not in seen, s.target in s.history))
+                       if member)
+        out.append(shared.setdefault(labels, labels))
+    return out
+
+
+def sliced_metrics(ranks: Sequence[int | None], labels: Iterable[Sequence[str]], ks: Sequence[int] = (5, 10)) -> dict:
+    """``{slice: ranking_metrics of its rows (with "n")}`` for every slice of ``SLICES``; a slice with no
+    rows is ``{"n": 0}``. ``labels[i]`` (from ``slice_labels``) are the slices of the row ranked ``ranks[i]``."""
+    members: dict[str, list[int | None]] = {name: [] for name in SLICES}
+    for rank, row_labels in zip(ranks, labels, strict=True):
+        for name in row_labels:
+            if name not in members:
+                raise ValueError(f"sliced_metrics: unknown slice {name!r}; expected one of {SLICES}")
+            members[name].append(rank)
+    return {name: ranking_metrics(rs, ks) if rs else {"n": 0} for name, rs in members.items()}

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -96,7 +96,8 @@ def train_base(run: Run, stage: Stage, texts: list[str], cfg) -> None:
 
 
 def align_rows(run: Run, cfg) -> tuple[list[dict], list[dict]]:
-    rows = tasks.align_rows(run.inputs, run.cap(), cfg.general, cfg.general_n, run.cfg.run.seed, corpus=cfg.corpus)
+    rows = tasks.align_rows(run.inputs, run.cap(), cfg.general, cfg.general_n, run.cfg.run.seed, corpus=cfg.corpus,
+                            task_weights=cfg.task_weights, history_loss=cfg.history_loss)
     valid = tasks.align_eval_rows(run.inputs, run.cap(cfg.eval_rows))
     log.info("align: %d training rows, %d validation rows", len(rows), len(valid))
     return rows, valid
@@ -249,7 +250,7 @@ def open_run(cfg: TrainConfig, preset: Path | None) -> Run:
 
     set_threads()
     r = cfg.run
-    inputs = tasks.load_inputs(r.dataset, r.data_dir, r.corpora_dir, r.teacher, r.sids)
+    inputs = tasks.load_inputs(r.dataset, r.data_dir, r.corpora_dir, r.teacher, r.sids, r.prompts)
     run = Run(cfg, inputs, run_dir(cfg))
     name = run.dir.name
     run.dir.mkdir(parents=True, exist_ok=True)
@@ -310,13 +311,25 @@ def check_ckpt_sids(ckpt: Path, sid_set) -> None:
                            f"uses the {sid_set.name!r} SIDs: evaluate it with SIDS={old.get('name')}")
 
 
+def trained_prompts(ckpt: Path) -> str | None:
+    """The prompt set a run folder's checkpoint was trained with (its metrics.json config), if recorded:
+    a model is evaluated on the prompts it learnt."""
+    trained = ckpt.parent.parent / "metrics.json"
+    run = ((read_json(trained).get("config") or {}).get("run") or {}) if trained.is_file() else {}
+    if run.get("prompts"):
+        log.info("%s was trained with the %r prompt set: evaluating with it", ckpt, run["prompts"])
+    return run.get("prompts")
+
+
 def evaluate_one(cmd: EvalCommand, cfg: EvalConfig, argv=None) -> Path:
     """Evaluate ``cmd.ckpt`` on the test split; the record goes to ``cmd.out`` (default <ckpt>/../eval.json)."""
     from train.evaluate import evaluate_checkpoint, format_table
     from train.model import set_threads
 
     set_threads()
-    inputs = tasks.load_inputs(cmd.dataset, cmd.data_dir, sids=cmd.sids)
+    cmd = replace(cmd, prompts=trained_prompts(Path(cmd.ckpt)) or cmd.prompts)
+    cmd.check_prompts()
+    inputs = tasks.load_inputs(cmd.dataset, cmd.data_dir, sids=cmd.sids, prompts=cmd.prompts)
     check_ckpt_sids(Path(cmd.ckpt), inputs.sid_set)
     stage = Path(cmd.ckpt).parent.name
     results = evaluate_checkpoint(cmd.ckpt, lambda tok: tasks.rec_rows(inputs, "test", tok, cap(cfg.test_rows)),

@@ -7,7 +7,10 @@ from ``make baseline``, one record shape: ``train.records``), one row per (run, 
 
     {"kind", "model", "teacher", "dataset", "data", "limit", "stages": {stage: {mode: {"recall@5", ...}}}, ...}
 
-A stage may also hold the metrics directly (no mode level). Missing parts show as "—". The
+A stage may also hold the metrics directly (no mode level). Missing parts show as "—". The main
+table also shows Recall@10 and NDCG@10 on the test slices (``train.metrics.SLICES``: cold, repeat) a
+record holds under ``"slices"``, and says once how many rows each slice has; records written before
+slices existed, and the published rows, show "—" there. The
 "stages" column is the chain of the trainer's stages up to a row's (align -> activate -> grpo); the
 "SIDs" column the SID set the run used (``sid_set``: own or reference, with its sha256; baselines
 rank item ids). The paper's Table 2 numbers for the dataset (``train.published``: all ten models)
@@ -44,6 +47,7 @@ from pathlib import Path
 from synth.errors import UserError, run_cli
 from synth.io import atomic_write
 from train.config import RunConfig
+from train.metrics import SLICES
 from train.published import (
     PAPER,
     RL_STAGES,
@@ -60,6 +64,7 @@ log = logging.getLogger(__name__)
 
 METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
 CHART_METRICS = ("recall@10", "ndcg@10")
+SLICE_METRICS = ("recall@10", "ndcg@10")  # shown per slice (SLICES) in the main table
 LLM_STAGES = ("align", "activate", "grpo")  # THE order of the trainer's stages
 MODE_ORDER = {"direct": 0, "thinking": 1}
 MEASURED = "measured"
@@ -87,6 +92,12 @@ class Row:
     variant: str | None = None  # Table 3's S1 | S2 | S3 (trainer runs)
     rl: str | None = None  # Table 3's before_rl | after_rl
     teacher_name: str | None = None  # the TEACHER= value, for Table 5
+
+    def slice(self, name: str) -> dict:
+        """The metrics of slice ``name`` (``{}`` when the record has none: older records, published rows)."""
+        slices = self.metrics.get("slices")
+        sl = slices.get(name) if isinstance(slices, dict) else None
+        return sl if isinstance(sl, dict) else {}
 
     @property
     def label(self) -> str:
@@ -327,19 +338,51 @@ def ablation_sections(dataset: str, rows: list[Row]) -> list[str]:
     return out
 
 
+def _metric_name(metric: str) -> str:
+    return metric.replace("recall", "Recall").replace("ndcg", "NDCG")
+
+
+def slice_note(rows: list[Row]) -> str:
+    """How many test rows each slice has ("cold: N rows, repeat: M rows"), once for all rows that agree
+    (runs with --limit or another test split differ, and are named)."""
+    groups: dict[tuple, list[str]] = {}
+    for r in rows:
+        if all(isinstance(r.slice(name).get("n"), int) for name in SLICES):
+            key = (r.metrics.get("n"), *(r.slice(name)["n"] for name in SLICES))
+            groups.setdefault(key, [])
+            if r.run not in groups[key]:
+                groups[key].append(r.run)
+    what = ("Slices of the test rows: cold = the target appears nowhere in the train split (no train target, "
+            "no train history item); repeat = the target is in the row's own history; a row may be in both.")
+    if not groups:
+        return what + " No measured row records slices yet (metrics.json written before slices existed)."
+    parts = []
+    for (n, *counts), runs in groups.items():
+        text = ", ".join(f"{name}: {c:,} rows" for name, c in zip(SLICES, counts))
+        text += f" (of {n:,} test rows)" if isinstance(n, int) else ""
+        parts.append(text + (f": {', '.join(runs)}" if len(groups) > 1 else ""))
+    return f"{what} {'; '.join(parts)}. A slice without rows, a record written before slices existed and the " \
+           "published rows show —."
+
+
 def markdown(dataset: str, rows: list[Row], published: list[Row], skipped, chart: str | None) -> str:
     head = ["run", "model", "teacher corpus", "stages", "data trained on", "SIDs", "mode",
-            "Recall@5", "NDCG@5", "Recall@10", "NDCG@10", "n", "source"]
+            "Recall@5", "NDCG@5", "Recall@10", "NDCG@10",
+            *(f"{_metric_name(m)} {name}" for name in SLICES for m in SLICE_METRICS), "n", "source"]
     lines = [f"# Results on {dataset}", ""]
     lines.append("Measured rows: test split, full ranking over all items, metrics from `train.metrics` "
                  "(the code `make eval` uses). One row per run, training stage and decoding mode.")
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in [*rows, *published]:
         cells = [r.run, r.model, r.teacher, r.stages, r.data, r.sids, r.mode,
-                 *(_fmt(r.metrics.get(m)) for m in METRICS), _fmt(r.metrics.get("n")), r.source]
+                 *(_fmt(r.metrics.get(m)) for m in METRICS),
+                 *(_fmt(r.slice(name).get(m)) for name in SLICES for m in SLICE_METRICS),
+                 _fmt(r.metrics.get("n")), r.source]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     if not rows:
         lines += ["", f"No metrics.json found under runs/{dataset}/ yet."]
+    else:
+        lines += ["", slice_note(rows)]
     lines.append("")
     if published:
         lines.append(f"Published rows: {PAPER}, Table 2, column {published[0].run.split(': ')[1]} (all "

@@ -41,7 +41,7 @@ def sft_args(cfg: SFTStageConfig, out_dir: Path, with_eval: bool):
         bf16=cfg.bf16,  # autocast; the weights stay as load_for_training loaded them (master_weights)
         use_cpu=not on_gpu(),  # transformers refuses bf16 autocast on a CPU unless told it is one
         activation_checkpointing=cfg.activation_checkpointing,
-        assistant_only_loss=True,
+        assistant_only_loss=False,  # rows come tokenized with their loss mask (tokenize_rows)
         max_length=cfg.max_length,
         packing=cfg.packing,
         packing_strategy="bfd",
@@ -60,6 +60,68 @@ def sft_args(cfg: SFTStageConfig, out_dir: Path, with_eval: bool):
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
+
+
+# Rows whose user turn lists a SID history (``train.tasks``): with ``history_loss`` their history SIDs carry loss too.
+HISTORY_TASKS = ("sid2sid", "sid2title", "activate")
+
+
+def tokenize_rows(rows: list[dict], tok, history_loss: bool = False) -> list[dict]:
+    """Rows as TRL's tokenized conversational form: ``input_ids`` and ``assistant_masks`` (what carries
+    loss), exactly what SFTTrainer's own ``assistant_only_loss`` tokenisation gives, plus, with
+    ``history_loss``, every SID token of a SID-history prompt: each history item is then predicted
+    from the items before it (next-item prediction at every position, as SASRec trains), so a row
+    teaches up to ten recommendations instead of one, at no extra forward cost."""
+    from synth.sid import TOKEN_RE
+
+    sid_ids = {i for t, i in tok.get_vocab().items() if TOKEN_RE.fullmatch(t)} if history_loss else set()
+    out = []
+    for row in rows:
+        enc = tok.apply_chat_template(row["messages"], tokenize=True, return_dict=True,
+                                      return_assistant_tokens_mask=True)
+        ids, mask = list(enc["input_ids"]), list(enc["assistant_masks"])
+        if history_loss and row.get("task") in HISTORY_TASKS:
+            mask = [1 if (m or t in sid_ids) else 0 for t, m in zip(ids, mask)]
+        out.append({"input_ids": ids, "assistant_masks": mask})
+    return out
+
+
+def _sft_trainer_class():
+    """TRL's SFTTrainer, with the loss computed on the positions that carry it alone on a single CPU
+    process. TRL's fused LM head projects only those positions on a GPU (Triton), but on a CPU it
+    projects every position of the packed batch through the whole vocabulary and computes entropy
+    too; for the tiny model that LM head is most of a step (bench/README.md, "Trainer")."""
+    import torch
+    import torch.nn.functional as F
+    from trl import SFTTrainer
+
+    class SidSFTTrainer(SFTTrainer):
+        def _compact(self, model) -> bool:
+            return (model.training and world_size() == 1 and not on_gpu()
+                    and hasattr(model, "model") and hasattr(model, "lm_head"))
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if return_outputs or not self._compact(model):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            labels = inputs["labels"][:, 1:]
+            backbone = {k: v for k, v in inputs.items() if k != "labels"}
+            hidden = model.model(**backbone, use_cache=False).last_hidden_state[:, :-1]
+            mask = labels != -100
+            logits = model.lm_head(hidden[mask]).float()
+            target = labels[mask]
+            denom = num_items_in_batch if num_items_in_batch is not None else mask.sum().clamp(min=1)
+            loss = F.cross_entropy(logits, target, reduction="sum") / torch.as_tensor(denom).clamp(min=1)
+            with torch.no_grad():
+                n = int(mask.sum())
+                self._metrics["train"]["mean_token_accuracy"].append(
+                    (logits.argmax(-1) == target).float().mean().item() if n else 0.0)
+                tokens = inputs["position_ids"].size(1) if "attention_mask" not in inputs \
+                    else int(inputs["attention_mask"].sum())
+                self._total_train_tokens += tokens
+                self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+            return loss
+
+    return SidSFTTrainer
 
 
 def save_trained(trainer, tok, dest: Path) -> None:
@@ -94,18 +156,17 @@ def run_sft(model_dir: str | Path, out_dir: str | Path, train_rows: list[dict], 
     after ``patience`` epochs without improvement (0 = none)."""
     from datasets import Dataset as HFDataset
     from transformers import EarlyStoppingCallback
-    from trl import SFTTrainer
 
     cfg = cfg.resolved()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model, tok = load_for_training(model_dir, cfg.master_weights)
     with_eval = bool(eval_rows)
-    trainer = SFTTrainer(
+    trainer = _sft_trainer_class()(
         model=model,
         args=sft_args(cfg, out_dir, with_eval),
-        train_dataset=HFDataset.from_list([{"messages": r["messages"]} for r in train_rows]),
-        eval_dataset=HFDataset.from_list([{"messages": r["messages"]} for r in eval_rows]) if with_eval else None,
+        train_dataset=HFDataset.from_list(tokenize_rows(train_rows, tok, cfg.history_loss)),
+        eval_dataset=HFDataset.from_list(tokenize_rows(eval_rows, tok)) if with_eval else None,
         processing_class=tok,
         callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)] if with_eval and patience else [],
     )

@@ -37,6 +37,7 @@ class Inputs:
     sids: dict[str, list[str]]  # item_id -> SID tokens
     corpus_dir: Path | None  # corpora/<dataset>/<teacher>[@<sid set>], None when no corpus is used
     sid_set: SidSet | None = None  # the SID file ``sids`` was read from (Dataset.sid_set); runs record it
+    prompts: str = "full"  # the prompt set every row and prompt is written in (train.templates.PROMPT_SETS)
 
     @cached_property
     def sid_of(self) -> dict[str, str]:
@@ -45,7 +46,7 @@ class Inputs:
 
 
 def load_inputs(dataset: str, data_dir: str | Path = "data", corpora_dir: str | Path = "corpora",
-                teacher: str | None = None, sids: str | Path | None = None) -> Inputs:
+                teacher: str | None = None, sids: str | Path | None = None, prompts: str = "full") -> Inputs:
     """The dataset, the SIDs of the set ``sids`` (own | reference | a SID map's path: ``Dataset.sid_set``)
     and the teacher's corpus written with those same SIDs (``check_corpus_sids``)."""
     ds = Dataset(Path(data_dir) / dataset)
@@ -67,7 +68,7 @@ def load_inputs(dataset: str, data_dir: str | Path = "data", corpora_dir: str | 
         if not (corpus / "items.jsonl").exists() and not (corpus / "users.jsonl").exists():
             raise DatasetError(_no_corpus(corpus, dataset, teacher, chosen, corpora_dir))
         check_corpus_sids(corpus, chosen, dataset, teacher)
-    return Inputs(ds, sid_map, corpus, chosen)
+    return Inputs(ds, sid_map, corpus, chosen, prompts)
 
 
 def _synth_command(dataset: str, teacher: str, sid_set: SidSet) -> str:
@@ -159,7 +160,8 @@ def corpus_rows(inputs: Inputs, limit: int | None = None) -> list[dict]:
                 continue
             if limit and k >= limit:
                 break
-            rows.append({"messages": task_messages("corpus", text.strip(), kind=tag), "task": f"corpus_{tag}"})
+            rows.append({"messages": task_messages("corpus", text.strip(), kind=tag, prompts=inputs.prompts),
+                         "task": f"corpus_{tag}"})
             k += 1
     return rows
 
@@ -173,21 +175,44 @@ def sample_rows(sample: Sample, inputs: Inputs) -> list[dict]:
     hist_sids = [sid_of[i] for i in sample.history]
     hist_titles = [items[i].title for i in sample.history]
     tsid, ttitle = sid_of[sample.target], items[sample.target].title
+    p = inputs.prompts
     return [
-        {"messages": task_messages("sid2sid", tsid, history=hist_sids), "task": "sid2sid"},
-        {"messages": task_messages("title2title", ttitle, history=hist_titles), "task": "title2title"},
-        {"messages": task_messages("title2sid", tsid, history=hist_titles), "task": "title2sid"},
-        {"messages": task_messages("sid2title", ttitle, history=hist_sids), "task": "sid2title"},
+        {"messages": task_messages("sid2sid", tsid, history=hist_sids, prompts=p), "task": "sid2sid"},
+        {"messages": task_messages("title2title", ttitle, history=hist_titles, prompts=p), "task": "title2title"},
+        {"messages": task_messages("title2sid", tsid, history=hist_titles, prompts=p), "task": "title2sid"},
+        {"messages": task_messages("sid2title", ttitle, history=hist_sids, prompts=p), "task": "sid2title"},
     ]
+
+
+def covering_samples(samples: Iterable[Sample]) -> list[Sample]:
+    """The samples no other sample of the same user contains: a sample whose history + target is a
+    prefix of another's history + target is left out (a user's sliding-window samples are nested
+    prefixes, up to the history cap). Under ``history_loss`` the longer row's history positions
+    already predict every left-out target from the same items before it. Input order is kept."""
+    samples = list(samples)
+    by_user: dict[str, list[tuple[str, ...]]] = {}
+    for s in samples:
+        by_user.setdefault(s.user_id, []).append((*s.history, s.target))
+    covered: set[tuple[str, tuple[str, ...]]] = set()
+    for user, seqs in by_user.items():
+        kept: list[tuple[str, ...]] = []
+        for seq in sorted(set(seqs), key=len, reverse=True):
+            if any(longer[: len(seq)] == seq for longer in kept):
+                covered.add((user, seq))
+            else:
+                kept.append(seq)
+    return [s for s in samples if (s.user_id, (*s.history, s.target)) not in covered]
 
 
 def item_rows(item_ids: Iterable[str], inputs: Inputs) -> list[dict]:
     sid_of, items = inputs.sid_of, inputs.dataset.items
     rows = []
     for iid in item_ids:
-        rows.append({"messages": task_messages("item_title2sid", sid_of[iid], title=items[iid].title),
+        rows.append({"messages": task_messages("item_title2sid", sid_of[iid], title=items[iid].title,
+                                                   prompts=inputs.prompts),
                      "task": "item_title2sid"})
-        rows.append({"messages": task_messages("item_sid2title", items[iid].title, sid=sid_of[iid]),
+        rows.append({"messages": task_messages("item_sid2title", items[iid].title, sid=sid_of[iid],
+                                                   prompts=inputs.prompts),
                      "task": "item_sid2title"})
     return rows
 
@@ -214,14 +239,41 @@ def general_rows(spec: str | None, n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
+def weigh_tasks(rows: list[dict], weights: dict[str, float] | None, seed: int = 42) -> list[dict]:
+    """Rows of each task family ``weights[task]`` times over: whole copies, plus a seeded sample for the
+    fraction (0.5 keeps half the rows, 2.5 every row twice and half of them a third time). A family
+    not listed keeps its rows once."""
+    if not weights:
+        return rows
+    rng = random.Random(seed)
+    by_task: dict[str, list[dict]] = {}
+    for r in rows:
+        by_task.setdefault(r["task"], []).append(r)
+    out = []
+    for task, group in by_task.items():
+        w = float(weights.get(task, 1.0))
+        whole, part = int(w), w - int(w)
+        out += group * whole
+        if part > 0:
+            out += rng.sample(group, round(part * len(group)))
+    return out
+
+
 def align_rows(inputs: Inputs, limit: int | None = None, general: str | None = None, general_n: int = 0,
-               seed: int = 42, corpus: bool = True) -> list[dict]:
-    """The align mix: 4 directions over train samples + title<->SID per item + corpus + general.
+               seed: int = 42, corpus: bool = True, task_weights: dict[str, float] | None = None,
+               history_loss: bool = False) -> list[dict]:
+    """The align mix: 4 directions over train samples + title<->SID per item + corpus + general,
+    each family weighted by ``task_weights`` (``weigh_tasks``; none: the paper's mix, each row once).
+    With ``history_loss`` (the rows' history SIDs carry loss: ``train.sft.tokenize_rows``) the
+    SID-history -> SID rows come from ``covering_samples`` only: the rows left out would repeat
+    targets the kept rows' histories already teach (on Office: 2,413 rows instead of 9,484, every
+    train target still taught).
 
     The paper's variants (Table 3): S1 without the corpus texts (no teacher, or ``corpus=False``),
     S2 with them, S3 with general data as well."""
     samples = _take(inputs.dataset.samples("train"), limit)
-    rows = [r for s in samples for r in sample_rows(s, inputs)]
+    keep = {id(s) for s in covering_samples(samples)} if history_loss else {id(s) for s in samples}
+    rows = [r for s in samples for r in sample_rows(s, inputs) if r["task"] != "sid2sid" or id(s) in keep]
     if limit:  # only the items the limited samples touch
         item_ids = sorted({i for s in samples for i in [*s.history, s.target]}, key=str)
     else:
@@ -230,6 +282,7 @@ def align_rows(inputs: Inputs, limit: int | None = None, general: str | None = N
     if corpus:
         rows += corpus_rows(inputs, limit)
     rows += general_rows(general, general_n, seed)
+    rows = weigh_tasks(rows, task_weights, seed)
     random.Random(seed).shuffle(rows)
     return rows
 
@@ -238,7 +291,8 @@ def align_eval_rows(inputs: Inputs, limit: int | None = None) -> list[dict]:
     """Validation rows for early stopping: SID-history -> SID (the recommendation task)."""
     sid_of = inputs.sid_of
     return [
-        {"messages": task_messages("sid2sid", sid_of[s.target], history=[sid_of[i] for i in s.history]),
+        {"messages": task_messages("sid2sid", sid_of[s.target], history=[sid_of[i] for i in s.history],
+                                   prompts=inputs.prompts),
          "task": "sid2sid"}
         for s in _take(inputs.dataset.samples("valid"), limit)
     ]
@@ -264,7 +318,7 @@ def activate_rows(inputs: Inputs, limit: int | None = None) -> list[dict]:
         reasoning = str(rec["reasoning"] or "").strip()
         if not reasoning:
             continue
-        msgs = rec_messages(hist) + [{"role": "assistant",
+        msgs = rec_messages(hist, inputs.prompts) + [{"role": "assistant",
                                       "content": f"<think>\n{reasoning}\n</think>\n\n{target}"}]
         rows.append({"messages": msgs, "task": "activate"})
     if not rows:
@@ -280,11 +334,15 @@ def rec_rows(inputs: Inputs, split: str, tokenizer, limit: int | None = None) ->
     """Rendered recommendation prompts (chat template up to the assistant turn) with targets.
 
     GRPO receives the prompt as plain text (standard format), so its completions are plain text and
-    the reward reads exactly what the model wrote; evaluation renders the same text.
+    the reward reads exactly what the model wrote; evaluation renders the same text. Each row carries
+    its ``"slices"`` (``train.metrics.slice_labels``: cold, repeat), which evaluation scores apart.
     """
+    from train.metrics import slice_labels
+
     sid_of = inputs.sid_of
+    labels = slice_labels(inputs.dataset, split)  # every row of the split, in file order: the first rows align
     rows = []
-    for s in _take(inputs.dataset.samples(split), limit):
-        prompt = render_prompt(tokenizer, rec_messages([sid_of[i] for i in s.history]))
-        rows.append({"prompt": prompt, "target_sid": sid_of[s.target], "target": s.target})
+    for s, slices in zip(_take(inputs.dataset.samples(split), limit), labels):
+        prompt = render_prompt(tokenizer, rec_messages([sid_of[i] for i in s.history], inputs.prompts))
+        rows.append({"prompt": prompt, "target_sid": sid_of[s.target], "target": s.target, "slices": slices})
     return rows

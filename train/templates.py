@@ -38,24 +38,31 @@ TASKS = {
 }
 
 
-@lru_cache(maxsize=1)
-def _env() -> SandboxedEnvironment:
-    return SandboxedEnvironment(
-        loader=FileSystemLoader(str(PROMPTS_DIR)), undefined=StrictUndefined, autoescape=False
-    )
+# Prompt sets: the same tasks and turns in other wording, a folder under prompts/train/ whose templates
+# override the full set's (a template it lacks falls back). "compact": prompts/train/compact/README.md.
+PROMPT_SETS = ("full", "compact")
 
 
-def render(template: str, **data) -> str:
-    """Render ``prompts/train/<template>`` with ``data`` (plain values only), stripped."""
-    return _env().get_template(template).render(**data).strip()
+@lru_cache(maxsize=len(PROMPT_SETS))
+def _env(prompts: str = "full") -> SandboxedEnvironment:
+    if prompts not in PROMPT_SETS:
+        raise ValueError(f"unknown prompt set {prompts!r}; expected one of {', '.join(PROMPT_SETS)}")
+    folders = ([str(PROMPTS_DIR / prompts)] if prompts != "full" else []) + [str(PROMPTS_DIR)]
+    return SandboxedEnvironment(loader=FileSystemLoader(folders), undefined=StrictUndefined, autoescape=False)
+
+
+def render(template: str, prompts: str = "full", **data) -> str:
+    """Render ``<template>`` of the prompt set ``prompts`` with ``data`` (plain values only), stripped."""
+    return _env(prompts).get_template(template).render(**data).strip()
 
 
 def _sids(history: Sequence[Sequence[str] | str]) -> list[str]:
     return [h if isinstance(h, str) else sid_string(h) for h in history]
 
 
-def prompt_messages(task: str, **data) -> list[dict]:
-    """The prompt of ``task``: [system instruction, user question] ([user] for the corpus texts)."""
+def prompt_messages(task: str, prompts: str = "full", **data) -> list[dict]:
+    """The prompt of ``task`` in the prompt set ``prompts``: [system instruction, user question] ([user]
+    for the corpus texts)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASKS)}")
     if "history" in data and task in ("sid2sid", "sid2title"):
@@ -63,13 +70,13 @@ def prompt_messages(task: str, **data) -> list[dict]:
     if "sid" in data and not isinstance(data["sid"], str):
         data["sid"] = sid_string(data["sid"])
     system, user = TASKS[task]
-    head = [{"role": "system", "content": render(system)}] if system else []
-    return head + [{"role": "user", "content": render(user, **data)}]
+    head = [{"role": "system", "content": render(system, prompts)}] if system else []
+    return head + [{"role": "user", "content": render(user, prompts, **data)}]
 
 
-def rec_messages(history_sids: Sequence[Sequence[str] | str]) -> list[dict]:
+def rec_messages(history_sids: Sequence[Sequence[str] | str], prompts: str = "full") -> list[dict]:
     """THE recommendation prompt as chat messages [system, user]: history as SIDs, oldest first."""
-    return prompt_messages("sid2sid", history=history_sids)
+    return prompt_messages("sid2sid", prompts, history=history_sids)
 
 
 def answer(text: str, reasoning: str = "") -> str:
@@ -77,9 +84,23 @@ def answer(text: str, reasoning: str = "") -> str:
     return f"<think>\n{reasoning.strip()}\n</think>\n\n{text}"
 
 
-def task_messages(task: str, response: str, reasoning: str = "", **data) -> list[dict]:
+def task_messages(task: str, response: str, reasoning: str = "", prompts: str = "full", **data) -> list[dict]:
     """A complete conversation for one training sample of ``task``: its prompt, then the answer."""
-    return prompt_messages(task, **data) + [{"role": "assistant", "content": answer(response, reasoning)}]
+    return prompt_messages(task, prompts, **data) + [{"role": "assistant", "content": answer(response, reasoning)}]
+
+
+def prompt_vocabulary_texts() -> list[str]:
+    """The constant words of every training prompt: each system instruction, each user question (with
+    its data left empty), the corpus lead-ins and the chat roles. The tiny tokenizer is trained on them
+    (``train.model.build_tiny_tokenizer``), so an instruction costs a token per word, not per syllable."""
+    texts = ["system\nuser\nassistant\n"]
+    for prompts in PROMPT_SETS:
+        for system, user in TASKS.values():
+            if system:
+                texts.append(render(system, prompts))
+            texts.append(render(user, prompts, history=[], title="", sid="", kind="item"))
+        texts.append(render("corpus.j2", prompts, kind="user"))
+    return texts
 
 
 def render_prompt(tokenizer, messages: list[dict]) -> str:

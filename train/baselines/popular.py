@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from synth.data.dataset import Dataset
 from train.baselines import KS, baseline_record, evaluate_rankings
+from train.metrics import slice_labels
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ def run(ds: Dataset, cfg: PopularConfig | None = None) -> dict:
     result = {}
     for split in ("valid", "test"):
         targets = [s.target for s in ds.samples(split)]
-        result[split] = evaluate_rankings(targets, [top] * len(targets))
+        labels = slice_labels(ds, split) if split == "test" else None
+        result[split] = evaluate_rankings(targets, [top] * len(targets), labels=labels)
     log.info("popular on %s: test %s", ds.name, result["test"])
     return baseline_record(
         ds, "popular", cfg, result["test"], result["valid"], t0, counted,

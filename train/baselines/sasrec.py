@@ -35,6 +35,7 @@ from torch import nn
 from synth.data.dataset import Dataset, Sample
 from train.baselines import KS, baseline_record, evaluate_rankings
 from train.config import setting
+from train.metrics import slice_labels
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +145,11 @@ def recommend(model: SASRec, histories: torch.Tensor, item_ids: list[str], k: in
 
 
 def evaluate(model: SASRec, samples: list[Sample], index: dict[str, int], item_ids: list[str],
-             cfg: SASRecConfig, ks=KS) -> dict:
+             cfg: SASRecConfig, ks=KS, labels: list[tuple[str, ...]] | None = None) -> dict:
+    """Metrics of ``model`` on ``samples``; with ``labels`` (their slices) the metrics per slice too."""
     hist = encode_histories(samples, index, cfg.max_len)
     ranked = recommend(model, hist, item_ids, max(ks), cfg.eval_batch_size)
-    return evaluate_rankings([s.target for s in samples], ranked, ks)
+    return evaluate_rankings([s.target for s in samples], ranked, ks, labels=labels)
 
 
 def train(ds: Dataset, cfg: SASRecConfig) -> tuple[SASRec, dict]:
@@ -210,7 +212,8 @@ def run(ds: Dataset, cfg: SASRecConfig | None = None) -> dict:
     threads = torch.get_num_threads()
     try:
         model, log_ = train(ds, cfg)
-        test = evaluate(model, list(ds.samples("test")), item_index(ds), list(ds.items), cfg)
+        test = evaluate(model, list(ds.samples("test")), item_index(ds), list(ds.items), cfg,
+                        labels=slice_labels(ds, "test"))
     finally:
         torch.set_num_threads(threads)  # the caller's setting, e.g. a test process
     log.info("sasrec on %s: test %s", ds.name, test)
