@@ -212,3 +212,25 @@ def test_a_report_without_any_sliced_record_says_so(runs):
     assert "No measured row records slices yet" in md
     assert "| tiny-gpt | tiny | gpt-4o-mini | align | office, limit 200 rows | — | direct | 0.0200 | 0.0100 | " \
            "0.0400 | 0.0133 | — | — | — | — | 100 |" in md
+
+
+def test_report_says_what_grpo_changed(tmp_path):
+    """A run that trained GRPO gets a row: validation Recall@10 before -> after, reward, reasoning length and
+    how many steps had any reward variance (the ones with a policy gradient)."""
+    from train.report import grpo_section
+
+    grpo = tmp_path / "office" / "tiny-metadata" / "grpo"
+    grpo.mkdir(parents=True)
+    points = [{"step": 0, "val_recall@10": 0.07, "val_n": 1000, "val_mode": "thinking"},
+              {"step": 4, "val_recall@10": 0.08, "val_n": 1000, "val_mode": "thinking"}]
+    (grpo / "summary.json").write_text(json.dumps({"steps": 4, "completions_per_step": 64, "recall_points": points}))
+    steps = [{"reward": r, "reward_std": sd, "rewards/reasoning_tokens/mean": n}
+             for r, sd, n in ((0.1, 0.0, 80.0), (0.2, 0.1, 85.0), (0.1, 0.0, 90.0), (0.3, 0.2, 95.0))]
+    (grpo / "log_history.json").write_text(json.dumps(steps + points))
+    (tmp_path / "office" / "baseline-popular").mkdir()  # no GRPO: no row
+    lines = grpo_section(tmp_path / "office")
+    row = [line for line in lines if line.startswith("| tiny-metadata")]
+    assert len(row) == 1 and len([line for line in lines if line.startswith("| ")]) == 2
+    cells = [c.strip() for c in row[0].strip("|").split("|")]
+    assert cells[3] == "0.0700 -> 0.0800" and cells[4] == "1000 thinking"
+    assert cells[5] == "0.1000 -> 0.3000" and cells[6] == "80.0000 -> 95.0000" and cells[7] == "2 of 4"

@@ -243,6 +243,26 @@ def prompt_cache(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, n
     return cache
 
 
+def sid_beam_settings(trie: SidTrie, prompt_len: int, end_id: int, pad_id: int, num_beams: int,
+                      num_return: int) -> dict:
+    """THE ``generate`` settings of the constrained SID beam search (the module docstring says why each),
+    for any model that decodes a SID from position ``prompt_len`` of its (decoder) sequence."""
+    return dict(
+        logits_processor=LogitsProcessorList([TrieLogitsProcessor(trie, prompt_len, end_id)]),
+        num_beams=num_beams,
+        num_return_sequences=num_return,
+        do_sample=False,
+        max_new_tokens=trie.levels + 1,
+        length_penalty=0.0,
+        early_stopping="never",
+        eos_token_id=end_id,
+        pad_token_id=pad_id,
+        output_scores=True,  # needed for sequences_scores, to drop padding beams
+        return_dict_in_generate=True,
+        use_cache=True,
+    )
+
+
 @torch.inference_mode()
 def constrained_beam_search(
     model, prompt_ids: Sequence[Sequence[int]], trie: SidTrie, *, num_beams: int, num_return: int,
@@ -261,34 +281,25 @@ def constrained_beam_search(
         cache = prompt_cache(model, input_ids, attention_mask, num_beams)
         if cache is not None:
             extra["cache"] = cache
-    out = model.generate(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        **extra,
-        logits_processor=LogitsProcessorList([TrieLogitsProcessor(trie, prompt_len, end_id)]),
-        num_beams=num_beams,
-        num_return_sequences=num_return,
-        do_sample=False,
-        max_new_tokens=trie.levels + 1,
-        length_penalty=0.0,
-        early_stopping="never",
-        eos_token_id=end_id,
-        pad_token_id=pad_id,
-        output_scores=True,  # needed for sequences_scores, to drop padding beams
-        return_dict_in_generate=True,
-        use_cache=True,
-    )
-    seqs = out.sequences[:, prompt_len:].tolist()
+    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **extra,
+                         **sid_beam_settings(trie, prompt_len, end_id, pad_id, num_beams, num_return))
+    return finished_beams(out, prompt_len, len(prompt_ids), num_return, end_id)
+
+
+def finished_beams(out, sid_start: int, rows: int, num_return: int,
+                   end_id: int) -> list[list[tuple[tuple[int, ...], float]]]:
+    """``generate``'s beams (``sid_beam_settings``) per input row as ``(SID token ids, score)``, best first,
+    transformers' padding beams dropped; the SID starts at ``sid_start`` and ends before ``end_id``."""
+    seqs = out.sequences[:, sid_start:].tolist()
     scores = out.sequences_scores.tolist()
     results: list[list[tuple[tuple[int, ...], float]]] = []
-    for b in range(len(prompt_ids)):
+    for b in range(rows):
         beams = []
         for j in range(b * num_return, (b + 1) * num_return):
             if not math.isfinite(scores[j]) or scores[j] < PADDING_SCORE:
                 continue
             gen = seqs[j]
-            sid = tuple(gen[: gen.index(end_id)] if end_id in gen else gen)
-            beams.append((sid, scores[j]))
+            beams.append((tuple(gen[: gen.index(end_id)] if end_id in gen else gen), scores[j]))
         beams.sort(key=lambda x: -x[1])
         results.append(beams)
     return results

@@ -438,6 +438,52 @@ class Report:
     skipped: list[tuple[str, str]]
 
 
+def grpo_effects(run_dir: Path) -> dict | None:
+    """What GRPO changed in one run (``grpo/summary.json`` and ``log_history.json``): validation Recall@10
+    before and after, mean reward, reasoning length and the share of steps with any reward variance."""
+    summary_path, log_path = run_dir / "grpo" / "summary.json", run_dir / "grpo" / "log_history.json"
+    if not summary_path.is_file() or not log_path.is_file():
+        return None
+    try:
+        summary, history = json.loads(summary_path.read_text()), json.loads(log_path.read_text())
+    except (OSError, ValueError) as e:
+        log.warning("%s: cannot read GRPO logs (%s)", run_dir, e)
+        return None
+    steps = [h for h in history if "reward" in h]
+    points = summary.get("recall_points") or []
+    lengths = [h.get("rewards/reasoning_tokens/mean") for h in steps]
+    return {"run": run_dir.name, "steps": summary.get("steps"), "completions": summary.get("completions_per_step"),
+            "val_before": points[0] if points else {}, "val_after": points[-1] if len(points) > 1 else {},
+            "reward": (steps[0]["reward"], steps[-1]["reward"]) if steps else (None, None),
+            "reasoning": (lengths[0], lengths[-1]) if steps else (None, None),
+            "with_variance": sum(1 for h in steps if float(h.get("reward_std") or 0) > 1e-6),
+            "curves": (run_dir / "grpo_curves.png").is_file()}
+
+
+def grpo_section(dataset_dir: Path) -> list[str]:
+    """A table of ``grpo_effects`` for every run of the dataset that trained GRPO (the paper's Figure 6 in
+    numbers; the curves are each run's grpo_curves.png)."""
+    effects = [e for d in sorted(dataset_dir.iterdir()) if d.is_dir() and (e := grpo_effects(d))]
+    if not effects:
+        return []
+    out = ["", "## What GRPO changed", "",
+           "Validation Recall@10 before and after (the rows and mode of `grpo.eval_rows` / `grpo.eval_mode`), mean "
+           "reward and reasoning length (tokens) at the first and last step, steps where some group's rewards "
+           "differed (only those carry a policy gradient); the curves over steps are `<run>/grpo_curves.png`.", ""]
+    rows = []
+    for e in effects:
+        b, a = e["val_before"], e["val_after"]
+        rows.append([e["run"], _fmt(e["steps"]), _fmt(e["completions"]),
+                     f"{_fmt(b.get('val_recall@10'))} -> {_fmt(a.get('val_recall@10'))}",
+                     f"{_fmt(b.get('val_n'))} {b.get('val_mode', '')}".strip(),
+                     f"{_fmt(e['reward'][0])} -> {_fmt(e['reward'][1])}",
+                     f"{_fmt(e['reasoning'][0])} -> {_fmt(e['reasoning'][1])}",
+                     f"{e['with_variance']} of {_fmt(e['steps'])}",
+                     f"{e['run']}/grpo_curves.png" if e["curves"] else DASH])
+    return out + _table(["run", "steps", "completions/step", "val Recall@10", "val rows", "reward",
+                         "reasoning tokens", "steps with reward variance", "curves"], rows)
+
+
 def build(dataset: str, runs_dir: str | os.PathLike = RunConfig.runs_dir, out: str | os.PathLike | None = None,
           strict: bool = False) -> Report:
     dataset_dir = Path(runs_dir) / dataset
@@ -453,8 +499,9 @@ def build(dataset: str, runs_dir: str | os.PathLike = RunConfig.runs_dir, out: s
     else:
         png = None
     rel = os.path.relpath(png, out.parent) if png else None
+    grpo = grpo_section(dataset_dir) if dataset_dir.is_dir() else []
     with atomic_write(out) as f:
-        f.write(markdown(dataset, rows, published, skipped, rel))
+        f.write(markdown(dataset, rows, published, skipped, rel) + "\n".join(grpo) + ("\n" if grpo else ""))
     return Report(out, png, rows, published, skipped)
 
 

@@ -156,44 +156,15 @@ def beam_search(model, histories: Sequence[Sequence[int]], trie: SidTrie, num_be
                 num_return: int | None = None) -> list[list[tuple[tuple[int, ...], float]]]:
     """One batch of encoder inputs -> per row, the finished beams as ``(SID token ids, score)``, best first,
     transformers' padding beams dropped (as ``train.decoding.constrained_beam_search`` does)."""
-    from transformers import LogitsProcessorList
-
-    from train.decoding import PADDING_SCORE, TrieLogitsProcessor
+    from train.decoding import finished_beams, sid_beam_settings
 
     num_return = num_return or num_beams
     dev = next(model.parameters()).device
     input_ids = pad_right(histories, PAD).to(dev)
-    out = model.generate(
-        input_ids=input_ids,
-        attention_mask=(input_ids != PAD).long(),
-        # the decoder sequence is [start, SID..., </s>]: the SID starts at position 1
-        logits_processor=LogitsProcessorList([TrieLogitsProcessor(trie, 1, EOS)]),
-        num_beams=num_beams,
-        num_return_sequences=num_return,
-        do_sample=False,
-        max_new_tokens=trie.levels + 1,
-        length_penalty=0.0,
-        early_stopping="never",
-        eos_token_id=EOS,
-        pad_token_id=PAD,
-        decoder_start_token_id=PAD,
-        output_scores=True,
-        return_dict_in_generate=True,
-        use_cache=True,
-    )
-    seqs = out.sequences[:, 1:].tolist()
-    scores = out.sequences_scores.tolist()
-    results = []
-    for b in range(len(histories)):
-        beams = []
-        for j in range(b * num_return, (b + 1) * num_return):
-            if not math.isfinite(scores[j]) or scores[j] < PADDING_SCORE:
-                continue
-            gen = seqs[j]
-            beams.append((tuple(gen[: gen.index(EOS)] if EOS in gen else gen), scores[j]))
-        beams.sort(key=lambda x: -x[1])
-        results.append(beams)
-    return results
+    # the decoder sequence is [start, SID..., </s>]: the SID starts at position 1
+    out = model.generate(input_ids=input_ids, attention_mask=(input_ids != PAD).long(), decoder_start_token_id=PAD,
+                         **sid_beam_settings(trie, 1, EOS, PAD, num_beams, num_return))
+    return finished_beams(out, 1, len(histories), num_return, EOS)
 
 
 def recommend(model, vocab: Vocab, trie: SidTrie, samples: Sequence[Sample], cfg: TigerConfig,
