@@ -359,7 +359,8 @@ def bench_grpo(base: Path, work: Path, rows: list[dict], valid_sids: set[str], s
     cfg = base_cfg.override(num_generations=sz.grpo_group, prompts_per_step=sz.grpo_completions // sz.grpo_group,
                             generation_batch=sz.grpo_completions,  # one generate call per step (the peer's shape)
                             per_device_batch=sz.grpo_per_device, max_completion_length=sz.grpo_len,
-                            max_steps=sz.grpo_steps, eval_every=0, bf16=gpu, activation_checkpointing=gpu)
+                            max_steps=sz.grpo_steps, eval_every=0, bf16=gpu, activation_checkpointing=gpu,
+                            constrained_answer=False)  # the peer (the rollout alone) is unconstrained generate
     clock = StepClock(device)
     progress(f"trainer: GRPO {sz.grpo_steps} steps of {sz.grpo_completions} completions (group {sz.grpo_group}, "
              f"<= {sz.grpo_len} tokens) through run_grpo ({label})")

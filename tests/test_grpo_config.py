@@ -52,9 +52,10 @@ def test_evaluation_and_validation_reason_for_1024_tokens():
 
 def test_tiny_preset_keeps_its_cpu_sized_values(tmp_path):
     tiny = GRPOStageConfig.tiny().resolved(0)
-    assert (tiny.prompts_per_step, tiny.num_generations, tiny.max_completion_length, tiny.epochs) == (4, 8, 160, 1)
+    assert (tiny.prompts_per_step, tiny.num_generations, tiny.max_completion_length, tiny.epochs) == (8, 8, 160, 1)
+    assert tiny.constrained_answer and not GRPOStageConfig().constrained_answer
     args = grpo_args(tiny, tmp_path, reward_weights(tiny), world=1)
-    assert args.per_device_train_batch_size * args.gradient_accumulation_steps == 32
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps == 64
     assert EvalConfig.tiny().max_think_tokens == 160
 
 
