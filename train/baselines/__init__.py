@@ -13,15 +13,27 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from synth.data.dataset import OWN, Dataset, SidSet
 from train import records
+from train.config import setting
 
 KS = (5, 10)
 MODELS = ("sasrec", "popular", "tiger")
+
+
+@dataclass
+class TrainedBaselineConfig:
+    """What every trained baseline (SASRec, TIGER) sets alike: the epoch bounds, where it runs, its seed."""
+
+    epochs: int = setting(200, "upper bound on epochs; early stopping usually ends far sooner")
+    min_epochs: int = setting(1, "epochs before early stopping may end training")
+    threads: int = setting(1, "CPU threads (a model this small is slower with more on a shared CPU)")
+    device: str = setting("cpu", "cpu or cuda")
+    seed: int = setting(42, "seed of initialisation and shuffling")
 
 
 def baseline_record(ds: Dataset, model: str, config, test: dict, valid: dict, started: float,

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from synth.data.dataset import Dataset, Sample
-from train.baselines import KS, baseline_record, evaluate_rankings
+from train.baselines import KS, TrainedBaselineConfig, baseline_record, evaluate_rankings
 from train.config import setting
 from train.metrics import slice_labels
 
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class SASRecConfig:
+class SASRecConfig(TrainedBaselineConfig):
     hidden: int = setting(64, "embedding and feed-forward width")
     blocks: int = setting(2, "self-attention blocks")
     heads: int = setting(1, "attention heads")
@@ -50,14 +50,9 @@ class SASRecConfig:
     lr: float = setting(1e-3, "Adam learning rate")
     weight_decay: float = setting(0.0, "Adam weight decay")
     batch_size: int = setting(128, "training rows per step")
-    epochs: int = setting(200, "upper bound on epochs; early stopping usually ends far sooner")
     patience: int = setting(10, "epochs without a better validation `monitor` before stopping")
-    min_epochs: int = setting(1, "epochs before early stopping may end training")
     monitor: str = setting("ndcg@10", "validation metric that early stopping follows")
     eval_batch_size: int = setting(1024, "histories per scoring batch")
-    threads: int = setting(1, "CPU threads (a model this small is slower with more on a shared CPU)")
-    device: str = setting("cpu", "cpu or cuda")
-    seed: int = setting(42, "seed of initialisation and shuffling")
 
 
 class SASRec(nn.Module):

@@ -43,7 +43,7 @@ import torch
 from synth.data.dataset import Dataset, DatasetError, Sample, SidSet
 from synth.settings import ConfigError
 from synth.sid import is_well_formed, vocabulary_of
-from train.baselines import KS, baseline_record
+from train.baselines import KS, TrainedBaselineConfig, baseline_record
 from train.config import setting
 from train.trie import SidTrie
 
@@ -54,7 +54,7 @@ SPECIAL = ("<pad>", "</s>", "<unk>")
 
 
 @dataclass
-class TigerConfig:
+class TigerConfig(TrainedBaselineConfig):
     d_model: int = setting(128, "model width (T5 d_model)")
     num_layers: int = setting(2, "encoder layers")
     num_decoder_layers: int = setting(2, "decoder layers")
@@ -67,17 +67,12 @@ class TigerConfig:
     weight_decay: float = setting(0.01, "AdamW weight decay")
     warmup_steps: int = setting(200, "steps of linear learning-rate warm-up")
     batch_size: int = setting(256, "training rows per step")
-    epochs: int = setting(200, "upper bound on epochs; early stopping usually ends far sooner")
     eval_every: int = setting(5, "epochs between validation evaluations")
     patience: int = setting(3, "validation evaluations without a better `monitor` before stopping")
-    min_epochs: int = setting(1, "epochs before early stopping may end training")
     monitor: str = setting("recall@10", "validation metric that early stopping follows")
     val_rows: int = setting(1000, "validation rows scored at each evaluation (evenly spaced; 0 = all)")
     num_beams: int = setting(10, "beams of the constrained beam search (= items returned)")
     eval_batch_size: int = setting(256, "histories per beam-search batch")
-    threads: int = setting(1, "CPU threads")
-    device: str = setting("cpu", "cpu or cuda")
-    seed: int = setting(42, "seed of initialisation and shuffling")
 
 
 # ---------------------------------------------------------------------------------------------
