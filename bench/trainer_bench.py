@@ -68,17 +68,18 @@ class Sizes:
     think_rows: int = 16
     think_tokens: int = 16
     eval_repeats: int = 3
+    sft_repeats: int = 3
     codebook: int = 256
 
 
-QUICK = Sizes(sft_batch=4, sft_steps=3, grpo_completions=16, grpo_per_device=16, grpo_len=32, think_rows=8)
-FULL = Sizes(items=1000, samples=300, sft_steps=10, grpo_steps=4, eval_rows=96, think_rows=48, think_tokens=32)
+QUICK = Sizes(sft_batch=4, sft_steps=3, sft_repeats=1, grpo_completions=16, grpo_per_device=16, grpo_len=32, think_rows=8)
+FULL = Sizes(items=1000, samples=300, sft_steps=16, grpo_steps=4, eval_rows=96, think_rows=48, think_tokens=32)
 GPU = Sizes(items=3000, samples=600, sft_steps=10, sft_batch=8, sft_len=1024, grpo_steps=3, grpo_completions=256,
             grpo_group=16, grpo_per_device=16, grpo_len=256, eval_rows=256, eval_batch=32, think_rows=256,
-            think_tokens=64, eval_repeats=1)
+            think_tokens=64, eval_repeats=1, sft_repeats=1)
 SHAPE_TEST = Sizes(items=200, samples=60, sft_steps=3, sft_len=256, grpo_steps=2, grpo_completions=16,
                    grpo_group=4, grpo_per_device=8, grpo_len=16, eval_rows=16, think_rows=8, think_tokens=8,
-                   eval_repeats=1)
+                   eval_repeats=1, sft_repeats=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,10 +193,11 @@ class StepClock:
     """Wall time at train begin and at each optimizer step's end, and (optionally) the first
     ``capture`` batches of the trainer's data loader, taken after training, moved to the CPU."""
 
-    def __init__(self, device: str, capture: int = 0):
-        self.device, self.capture = device, capture
+    def __init__(self, device: str, capture: int = 0, profiler=None):
+        self.device, self.capture, self.profiler = device, capture, profiler
         self.marks: list[float] = []
         self.batches: list[dict] = []
+        self.rollout_s: list[float] = []  # TRL's own timing of its generate calls (GRPO), in order
 
     @contextlib.contextmanager
     def patched(self):
@@ -213,6 +215,8 @@ class StepClock:
         def on_step_end(handler, args, state, control):
             _sync(clock.device)
             clock.marks.append(time.perf_counter())
+            if clock.profiler is not None:
+                clock.profiler.step()
             return orig_step(handler, args, state, control)
 
         def on_train_end(handler, args, state, control):
@@ -223,13 +227,24 @@ class StepClock:
                     clock.batches.append({k: v.detach().cpu() for k, v in batch.items() if hasattr(v, "detach")})
             return orig_end(handler, args, state, control)
 
+        from trl.extras.profiling import ProfilingContext
+
+        orig_log = ProfilingContext._log_metrics
+
+        def log_metrics(ctx, duration):  # TRL times its rollouts itself ("...generate...")
+            if "generate" in ctx.name:
+                clock.rollout_s.append(duration)
+            return orig_log(ctx, duration)
+
         CallbackHandler.on_train_begin, CallbackHandler.on_step_end, CallbackHandler.on_train_end = \
             on_train_begin, on_step_end, on_train_end
+        ProfilingContext._log_metrics = log_metrics
         try:
             yield self
         finally:
             CallbackHandler.on_train_begin, CallbackHandler.on_step_end, CallbackHandler.on_train_end = \
                 orig_begin, orig_step, orig_end
+            ProfilingContext._log_metrics = orig_log
 
     @property
     def steps(self) -> list[float]:
@@ -240,81 +255,149 @@ class StepClock:
 # 1. SFT
 # ---------------------------------------------------------------------------------------------
 def plain_sft(model_dir: Path, batches: list[dict], lr: float, weight_decay: float, device: str, bf16: bool,
-              checkpointing: bool) -> list[float]:
-    """The floor: forward (the model's own loss) + backward + AdamW step over ``batches``; seconds per step."""
+              checkpointing: bool, loss: str, attention: str, max_grad_norm: float = 1.0) -> list[float]:
+    """The floor: forward + backward + gradient clipping + AdamW step over ``batches``, nothing else (no data
+    loading, no logging); seconds per step. Same
+    weights as the toolkit trains (``load_for_training``: fp32 masters, bf16 autocast on a GPU), same
+    attention kernel, THE optimizer (fused AdamW). ``loss``: "labelled" (``train.sft.labelled_loss``, the
+    loss the toolkit computes: LM head on the labelled positions; TRL's fused head does the same on a
+    GPU) or "model" (the model's own loss: LM head on every position)."""
     import torch
 
-    from train.model import load_model
+    from train.model import load_for_training
+    from train.sft import labelled_loss
 
-    model, _ = load_model(model_dir)
+    model, _ = load_for_training(model_dir, "fp32", attention)
     model.to(device)
     if checkpointing:
         model.config.use_cache = False
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 and device == "cuda" else contextlib.nullcontext()
     keep = ("input_ids", "labels", "position_ids", "attention_mask")
     times = []
+    prof = profiler(device, f"sft_plain_{loss}")
+    if prof is not None:
+        prof.start()
     for batch in batches:
         _sync(device)
         t = time.perf_counter()
         inputs = {k: v.to(device) for k, v in batch.items() if k in keep}
         with autocast:
-            loss = model(**inputs, use_cache=False).loss
-        loss.backward()
+            out = labelled_loss(model, inputs)[0] if loss == "labelled" else model(**inputs, use_cache=False).loss
+        out.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)  # as the Trainer clips (max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
         _sync(device)
         times.append(time.perf_counter() - t)
+        if prof is not None:
+            prof.step()
+    if prof is not None:
+        prof.stop()
     del model, opt
     _free(device)
     return times
 
 
-def _tokens_per_step(history: list[dict]) -> dict[int, int]:
-    """TRL logs cumulative ``num_tokens`` (logging_steps=1): tokens of each step."""
-    cum = {h["step"]: h["num_tokens"] for h in history if "num_tokens" in h and "step" in h and "loss" in h}
-    out, last = {}, 0
-    for step in sorted(cum):
-        out[step] = int(cum[step] - last)
-        last = cum[step]
-    return out
+def profiler(device: str, name: str):
+    """A torch profiler over steps 2-4 of a run when ``BENCH_PROFILE_DIR`` is set (GPU: CUDA activity too), its
+    top operators written to ``<dir>/<name>.txt`` when the run ends; else None."""
+    out = os.environ.get("BENCH_PROFILE_DIR")
+    if not out:
+        return None
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    sort = "cuda_time_total" if device == "cuda" else "cpu_time_total"
+
+    def write(prof):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        Path(out, f"{name}.txt").write_text(prof.key_averages().table(sort_by=sort, row_limit=30))
+
+    return profile(activities=activities, schedule=schedule(wait=1, warmup=0, active=3, repeat=1),
+                   on_trace_ready=write)
+
+
+# Dense bf16 peak of the GPUs the check runs on (TFLOP/s, no sparsity): MFU = 6 x parameters x tokens/s / peak.
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+
+
+def mfu(tokens_per_s: float, params: int, device: str) -> float | None:
+    """Model FLOPs utilisation of SFT at ``tokens_per_s`` (forward + backward = 6 FLOPs a parameter a token)."""
+    if device != "cuda":
+        return None
+    import torch
+
+    name = torch.cuda.get_device_name(0)
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    return None if peak is None else 6 * params * tokens_per_s / (peak * 1e12)
 
 
 def bench_sft(base: Path, work: Path, rows: list[dict], sz: Sizes, device: str, label: str) -> list[dict]:
-    from synth.io import read_json
+    """TRL through ``run_sft`` against plain loops over the same batches (the first ``sft_steps`` batches of
+    the trainer's loader, captured after training): tokens/s = the batches' real tokens over the step times,
+    the first step left out. Logging as the preset logs (every 20 steps tiny, 10 at 1.7B)."""
     from train.config import AlignConfig
+    from train.model import activation_checkpointing, attention_kernel, load_model
     from train.sft import run_sft
 
     gpu = device == "cuda"
-    cfg = AlignConfig.tiny().override(max_steps=sz.sft_steps, batch_size=sz.sft_batch, per_device_batch=sz.sft_batch,
-                                      max_length=sz.sft_len, logging_steps=1, bf16=gpu, activation_checkpointing=gpu,
-                                      warmup_steps=0.0)
-    clock = StepClock(device, capture=sz.sft_steps)
-    progress(f"trainer: SFT {sz.sft_steps} steps of {sz.sft_batch}x{sz.sft_len} tokens through run_sft ({label})")
-    with clock.patched():
-        summary = run_sft(base, work / "sft", rows, None, cfg)
-    _free(device)
-    per_step = _tokens_per_step(read_json(work / "sft" / "log_history.json"))
-    steps = clock.steps
-    n = min(len(steps), len(per_step))
-    if n < 2:
-        raise RuntimeError(f"trainer bench: SFT ran {summary['steps']} step(s); need >= 2 (more rows?)")
-    toks = [per_step[i + 1] for i in range(n)]
-    trl_rate = sum(toks[1:]) / sum(steps[1:n])  # the first step (allocations, warm-up) left out
-    progress(f"trainer: plain PyTorch loop over the same {len(clock.batches)} batches")
-    plain = plain_sft(base, clock.batches, cfg.learning_rate, cfg.weight_decay, device, gpu, gpu)
-    ptoks = [int(b["input_ids"].numel()) for b in clock.batches]
-    plain_rate = sum(ptoks[1:]) / sum(plain[1:])
-    note = (f"{summary['steps']} steps, {sum(toks):,} tokens, packed bfd {sz.sft_batch}x{sz.sft_len}, "
-            f"first step left out; {'bf16 + act. ckpt' if gpu else 'fp32'}; TRL wall incl. setup {summary['wall_s']} s")
+    preset = AlignConfig() if gpu else AlignConfig.tiny()
+    cfg = preset.override(max_steps=sz.sft_steps, batch_size=sz.sft_batch, per_device_batch=sz.sft_batch,
+                          max_length=sz.sft_len, bf16=gpu, warmup_steps=0.0)
+    attention = attention_kernel(cfg.attention, cfg.packing, gpu)
+    shape_model, shape_tok = load_model(base)
+    params = sum(p.numel() for p in shape_model.parameters())
+    ckpt = activation_checkpointing(None, shape_model, sz.sft_batch * sz.sft_len)  # what run_sft decides
+    del shape_model
+    # Interleaved rounds (TRL, plain, plain with the model's loss; again): a load spike on the shared machine
+    # hits both sides alike, and the medians over rounds are reported.
+    trl_s, plain_s, plain_model_s, batches = [], [], [], []
+    for r in range(sz.sft_repeats):
+        prof = profiler(device, "sft_toolkit") if r == 0 else None
+        clock = StepClock(device, capture=sz.sft_steps if r == 0 else 0, profiler=prof)
+        progress(f"trainer: SFT {sz.sft_steps} steps of {sz.sft_batch}x{sz.sft_len} tokens through run_sft, "
+                 f"round {r + 1}/{sz.sft_repeats} ({label})")
+        with clock.patched(), (prof if prof is not None else contextlib.nullcontext()):
+            summary = run_sft(base, work / f"sft{r}", rows, None, cfg)
+        _free(device)
+        if len(clock.steps) < 2:
+            raise RuntimeError(f"trainer bench: SFT ran {summary['steps']} step(s); need >= 2 (more rows?)")
+        batches = batches or clock.batches
+        trl_s.append(statistics.median(clock.steps[1:]))  # the first step (allocations, warm-up) left out
+        progress(f"trainer: plain PyTorch loops over the same {len(batches)} batches (labelled-position loss, "
+                 f"then the model's own loss)")
+        plain = plain_sft(base, batches, cfg.learning_rate, cfg.weight_decay, device, gpu, ckpt, "labelled", attention)
+        plain_model = plain_sft(base, batches, cfg.learning_rate, cfg.weight_decay, device, gpu, ckpt, "model",
+                                attention)
+        plain_s.append(statistics.median(plain[1:]))
+        plain_model_s.append(statistics.median(plain_model[1:]))
+    # real tokens of each batch (packed rows are right-padded for sdpa: train.sft.packed_rows_collator)
+    ptoks = [int(b["input_ids"].ne(shape_tok.pad_token_id).sum()) for b in batches]
+    per_batch = statistics.mean(ptoks[1:])
+    trl_rate = per_batch / statistics.median(trl_s)
+    plain_rate = per_batch / statistics.median(plain_s)
+    plain_model_rate = per_batch / statistics.median(plain_model_s)
+    per_round = ", ".join(f"{p / t:.2f}" for t, p in zip(trl_s, plain_s))
+    use = mfu(trl_rate, params, device)
+    note = (f"{summary['steps']} steps of ~{round(per_batch):,} tokens, packed bfd {sz.sft_batch}x{sz.sft_len}, "
+            f"first step left out; {'bf16 autocast over fp32 weights' if gpu else 'fp32'}, "
+            f"act. ckpt {'on' if ckpt else 'off'}, {attention}, fused AdamW on both, logging every "
+            f"{cfg.logging_steps} steps; median of {sz.sft_repeats} interleaved round(s) ({per_round}); TRL wall "
+            f"incl. setup {summary['wall_s']} s"
+            + (f"; MFU {use:.1%} (plain loop {mfu(plain_rate, params, device):.1%})" if use is not None else ""))
     return [
-        row(f"SFT tokens/s ({label})", round(trl_rate, 1), "tok/s", round(plain_rate, 1), "plain torch loop (floor)",
-            note=note),
-        row(f"SFT s/step ({label})", round(statistics.median(steps[1:n]), 3), "s", round(statistics.median(plain[1:]), 3),
-            "plain torch loop", note=f"median after the first; {round(statistics.mean(toks[1:]))} tokens/step"),
-    ]
+        row(f"SFT tokens/s ({label})", round(trl_rate, 1), "tok/s", round(plain_rate, 1),
+            "plain torch loop, same loss (floor)", note=note),
+        row(f"SFT tokens/s vs model loss ({label})", round(trl_rate, 1), "tok/s", round(plain_model_rate, 1),
+            "plain torch loop, model's own loss", note="the model's loss projects every position through the LM head"),
+        row(f"SFT s/step ({label})", round(statistics.median(trl_s), 3), "s", round(statistics.median(plain_s), 3),
+            "plain torch loop, same loss", note=f"median step after the first, median over rounds; {round(per_batch)} "
+                                                 "tokens/step"),
+    ] + ([row(f"SFT MFU ({label})", round(use, 4), "", round(mfu(plain_rate, params, device), 4), "plain torch loop",
+              note=f"6 x {params / 1e9:.2f}B FLOPs a token against the GPU's dense bf16 peak")] if use is not None else [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,6 +431,19 @@ def rollout_time(model_dir: Path, prompts: list[str], group: int, max_new: int, 
     return wall, n_tokens
 
 
+def rollout_engines(device: str) -> list[str]:
+    """The engines the GRPO bench compares: ``BENCH_ROLLOUT_ENGINES`` (comma-separated), else on a GPU generate
+    and continuous batching (+ vLLM where installed), on a CPU generate."""
+    chosen = os.environ.get("BENCH_ROLLOUT_ENGINES")
+    if chosen:
+        return [e.strip() for e in chosen.split(",") if e.strip()]
+    if device != "cuda":
+        return ["generate"]
+    from train.grpo import vllm_installed
+
+    return ["generate", "continuous_batching"] + (["vllm"] if vllm_installed() else [])
+
+
 def bench_grpo(base: Path, work: Path, rows: list[dict], valid_sids: set[str], sz: Sizes, device: str,
                label: str) -> list[dict]:
     from synth.io import read_json
@@ -359,31 +455,39 @@ def bench_grpo(base: Path, work: Path, rows: list[dict], valid_sids: set[str], s
     cfg = base_cfg.override(num_generations=sz.grpo_group, prompts_per_step=sz.grpo_completions // sz.grpo_group,
                             generation_batch=sz.grpo_completions,  # one generate call per step (the peer's shape)
                             per_device_batch=sz.grpo_per_device, max_completion_length=sz.grpo_len,
-                            max_steps=sz.grpo_steps, eval_every=0, bf16=gpu, activation_checkpointing=gpu,
+                            max_steps=sz.grpo_steps, eval_every=0, bf16=gpu, activation_checkpointing=None,
                             constrained_answer=False)  # the peer (the rollout alone) is unconstrained generate
-    clock = StepClock(device)
-    progress(f"trainer: GRPO {sz.grpo_steps} steps of {sz.grpo_completions} completions (group {sz.grpo_group}, "
-             f"<= {sz.grpo_len} tokens) through run_grpo ({label})")
-    with clock.patched():
-        run_grpo(base, work / "grpo", rows, cfg, valid_sids)
-    _free(device)
-    steps = clock.steps
-    if len(steps) < 2:
-        raise RuntimeError(f"trainer bench: GRPO ran {len(steps)} step(s); need >= 2")
-    step_s = statistics.median(steps[1:])
-    lengths = [h.get("completions/mean_length") for h in read_json(work / "grpo" / "log_history.json")
-               if "reward" in h]
-    mean_len = statistics.mean(x for x in lengths if x is not None) if any(x is not None for x in lengths) else None
     prompts = [r["prompt"] for r in rows[: sz.grpo_completions // sz.grpo_group]]
     progress(f"trainer: rollout peer, generate {len(prompts)} x {sz.grpo_group} completions")
     gen_s, gen_tokens = rollout_time(base, prompts, sz.grpo_group, sz.grpo_len, device, cfg.temperature, cfg.top_p)
-    return [
-        row(f"GRPO s/step ({label})", round(step_s, 3), "s", round(gen_s, 3), "model.generate, same completions",
+    out = []
+    for engine in rollout_engines(device):
+        clock = StepClock(device)
+        progress(f"trainer: GRPO {sz.grpo_steps} steps of {sz.grpo_completions} completions (group {sz.grpo_group}, "
+                 f"<= {sz.grpo_len} tokens) through run_grpo, rollouts by {engine} ({label})")
+        with clock.patched():
+            summary = run_grpo(base, work / f"grpo-{engine}", rows, cfg.override(rollout_engine=engine), valid_sids)
+        _free(device)
+        steps = clock.steps
+        if len(steps) < 2:
+            raise RuntimeError(f"trainer bench: GRPO ran {len(steps)} step(s); need >= 2")
+        step_s = statistics.median(steps[1:])
+        rollout_s = statistics.median(clock.rollout_s[1:]) if len(clock.rollout_s) > 1 else None
+        lengths = [h.get("completions/mean_length") for h in read_json(work / f"grpo-{engine}" / "log_history.json")
+                   if "reward" in h]
+        mean_len = statistics.mean(x for x in lengths if x is not None) if any(x is not None for x in lengths) \
+            else None
+        rt = summary.get("runtime", {})
+        out.append(row(
+            f"GRPO s/step {engine} ({label})", round(step_s, 3), "s", rollout_s and round(rollout_s, 3),
+            "its rollouts (TRL's own timing)",
             note=(f"median of steps 2..{len(steps)}; {sz.grpo_completions} completions/step, group {sz.grpo_group}, "
-                  f"mean completion {mean_len if mean_len is None else round(mean_len, 1)} tokens (TRL), "
-                  f"{gen_tokens / max(1, len(prompts) * sz.grpo_group):.1f} (peer); rollout share "
-                  f"{gen_s / step_s:.0%}; beta {cfg.beta}, {'bf16 + act. ckpt' if gpu else 'fp32'}")),
-    ]
+                  f"mean completion {mean_len if mean_len is None else round(mean_len, 1)} tokens; rollout share "
+                  f"{'-' if rollout_s is None else f'{rollout_s / step_s:.0%}'}; plain generate of the same "
+                  f"completions {gen_s:.3f} s ({gen_tokens / max(1, len(prompts) * sz.grpo_group):.1f} tokens each); "
+                  f"beta {cfg.beta}, {'bf16 autocast' if gpu else 'fp32'}, act. ckpt "
+                  f"{'on' if rt.get('activation_checkpointing') else 'off'}, {rt.get('attention')}")))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,6 +573,45 @@ def bench_eval(base: Path, eval_rows: list[dict], sids: dict, sz: Sizes, device:
 
 
 # ---------------------------------------------------------------------------------------------
+# the targets (issue 13): one row each, ratio >= 1 = met
+# ---------------------------------------------------------------------------------------------
+def target_rows(rows: list[dict], device: str, shape: str | None) -> list[dict]:
+    """The throughput targets as rows: measured, the bound, ratio >= 1 when met. On a CPU: SFT >= 0.9 of the
+    plain loop and constrained evaluation >= 0.95 of the unconstrained search; on a GPU at Qwen3-1.7B's
+    shape: SFT >= 0.9 and MFU >= 25%, a GRPO step (256 x 256) <= 7.5 s with rollouts <= 40% of it,
+    constrained evaluation >= 0.85."""
+    if shape == "tiny":  # the toy shape is a smoke test of the GPU code path: too small for its ratios to mean much
+        return []
+
+    def first(prefix: str) -> dict | None:
+        return next((r for r in rows if r["name"].startswith(prefix)), None)
+
+    out = []
+
+    def target(name: str, measured: float | None, bound: float, at_least: bool = True) -> None:
+        if measured is None:
+            return
+        met = measured >= bound if at_least else measured <= bound
+        out.append(row(f"target: {name}", round(measured, 3), "", bound, "bound",
+                       ratio=(measured / bound) if at_least else (bound / measured if measured else None),
+                       note="met" if met else "MISSED"))
+
+    gpu = device == "cuda"
+    sft, ev = first("SFT tokens/s ("), first("eval rows/s beam 10 direct")
+    target("SFT / plain loop >= 0.9", sft and sft["ratio"], 0.9)
+    target(f"constrained / unconstrained eval >= {0.85 if gpu else 0.95}", ev and ev["ratio"], 0.85 if gpu else 0.95)
+    if gpu and shape == "qwen3-1.7b":
+        use = first("SFT MFU")
+        target("SFT MFU >= 25%", use and use["value"], 0.25)
+        for grpo in (r for r in rows if r["name"].startswith("GRPO s/step")):
+            engine = grpo["name"][len("GRPO s/step"):].split("(")[0].strip()
+            target(f"GRPO step <= 7.5 s ({engine})", grpo["value"], 7.5, at_least=False)
+            target(f"GRPO rollout share <= 40% ({engine})",
+                   grpo["peer"] / grpo["value"] if grpo["value"] and grpo["peer"] else None, 0.4, at_least=False)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # the section
 # ---------------------------------------------------------------------------------------------
 def _settings(quick: bool, shape: str | None, device: str | None) -> tuple[str | None, str, Sizes]:
@@ -530,4 +673,4 @@ def run(quick: bool, shape: str | None = None, device: str | None = None, sizes:
         out = bench_sft(base, work, rows, sz, device, label)
         out += bench_grpo(base, work, grpo_rows, {sid_string(t) for t in sids.values()}, sz, device, label)
         out += bench_eval(base, eval_rows, sids, sz, device, label)
-    return out
+    return out + target_rows(out, device, shape)

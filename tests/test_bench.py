@@ -156,22 +156,24 @@ def test_trainer_section_gpu_code_path_on_cpu(tmp_path):
     assert SECTIONS["trainer"] == "bench.trainer_bench"
     sizes = T.Sizes(items=120, samples=30, sft_steps=2, sft_batch=2, sft_len=128, grpo_steps=2, grpo_completions=8,
                     grpo_group=4, grpo_per_device=8, grpo_len=6, eval_rows=8, eval_batch=8, think_rows=4,
-                    think_tokens=4, eval_repeats=1)
+                    think_tokens=4, eval_repeats=1, sft_repeats=1)
     rows = T.run(True, shape="tiny", device="cpu", sizes=sizes, workdir=tmp_path)
     assert all(set(r) == KEYS for r in rows)
     by = {r["name"]: r for r in rows}
     label = "tiny cpu"
-    for want in ["SFT tokens/s", "SFT s/step", "GRPO s/step", "eval rows/s beam 10 direct",
-                 "eval rows/s vs plain generate", "eval rows/s thinking"]:
+    for want in ["SFT tokens/s", "SFT tokens/s vs model loss", "SFT s/step", "GRPO s/step generate",
+                 "eval rows/s beam 10 direct", "eval rows/s vs plain generate", "eval rows/s thinking"]:
         r = by[f"{want} ({label})"]
         assert r["value"] > 0 and r["peer"] > 0 and r["ratio"] == round(r["value"] / r["peer"], 3), r
     sft = by[f"SFT tokens/s ({label})"]
-    assert sft["note"].startswith("2 steps,") and "packed bfd 2x128" in sft["note"]
-    tokens = int(sft["note"].split(", ")[1].split()[0].replace(",", ""))
-    assert 128 < tokens <= 2 * 2 * 128  # two packed steps of at most 2 x 128 tokens
-    grpo = by[f"GRPO s/step ({label})"]["note"]
-    assert "8 completions/step, group 4" in grpo and "(peer)" in grpo
+    assert sft["note"].startswith("2 steps of ~") and "packed bfd 2x128" in sft["note"] and "fused AdamW" in sft["note"]
+    tokens = int(sft["note"].split("~")[1].split()[0].replace(",", ""))
+    assert 64 < tokens <= 2 * 128  # a packed step: at most 2 rows of 128 tokens
+    grpo = by[f"GRPO s/step generate ({label})"]
+    assert "8 completions/step, group 4" in grpo["note"] and "plain generate" in grpo["note"]
+    assert grpo["peer"] < grpo["value"]  # the step's rollouts (TRL's own timing) are part of the step
     assert "8/8 rows with 10 items" in by[f"eval rows/s beam 10 direct ({label})"]["note"]
+    assert not any(r["name"].startswith("target: ") for r in rows)  # the toy shape is a smoke test
     assert list(tmp_path.iterdir()) == []  # the work folder is removed
 
 
@@ -192,3 +194,26 @@ def test_trainer_bench_settings_and_tokenizer():
     assert {"<|im_start|>", "<|im_end|>", "<think>", "</think>"} <= set(tok.get_vocab())
     text = "Acme Gel Pens \u00e9"
     assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text  # byte-level: any text
+
+
+def test_trainer_targets_one_row_each():
+    """The throughput targets of issue 13 as rows: measured, bound, ratio >= 1 when met, on a CPU and at the
+    Qwen3-1.7B shape on a GPU (where the GRPO step and its rollout share count too)."""
+    from bench import trainer_bench as T
+    from bench.common import row
+
+    rows = [row("SFT tokens/s (x)", 90.0, "tok/s", 100.0), row("eval rows/s beam 10 direct (x)", 96.0, "rows/s", 100.0),
+            row("SFT MFU (x)", 0.3, "", 0.33), row("GRPO s/step generate (x)", 10.0, "s", 5.0),
+            row("GRPO s/step vllm (x)", 6.0, "s", 1.8)]
+    cpu = {r["name"]: r for r in T.target_rows(rows, "cpu", None)}
+    assert cpu["target: SFT / plain loop >= 0.9"]["note"] == "met" and cpu["target: SFT / plain loop >= 0.9"]["ratio"] == 1.0
+    assert cpu["target: constrained / unconstrained eval >= 0.95"]["note"] == "met"
+    assert len(cpu) == 2
+    gpu = {r["name"]: r for r in T.target_rows(rows, "cuda", "qwen3-1.7b")}
+    assert gpu["target: constrained / unconstrained eval >= 0.85"]["note"] == "met"
+    assert gpu["target: SFT MFU >= 25%"]["note"] == "met"
+    assert gpu["target: GRPO step <= 7.5 s (generate)"]["note"] == "MISSED"
+    assert gpu["target: GRPO rollout share <= 40% (generate)"]["note"] == "MISSED"  # 5 of 10 s
+    assert gpu["target: GRPO step <= 7.5 s (vllm)"]["note"] == "met"
+    assert gpu["target: GRPO rollout share <= 40% (vllm)"]["note"] == "met"  # 1.8 of 6 s
+    assert T.target_rows(rows, "cpu", "tiny") == []

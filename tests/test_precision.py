@@ -68,8 +68,8 @@ def test_every_training_stage_loads_through_load_for_training(base, tmp_path, mo
     class Loaded(Exception):
         pass
 
-    def spy(path, master_weights="fp32"):
-        seen.append(master_weights)
+    def spy(path, master_weights="fp32", attention=None):
+        seen.append((master_weights, attention))
         raise Loaded
 
     monkeypatch.setattr(sft, "load_for_training", spy)
@@ -78,6 +78,6 @@ def test_every_training_stage_loads_through_load_for_training(base, tmp_path, mo
         sft.run_sft(base, tmp_path / "a", _rows(), None, AlignConfig())
     with pytest.raises(Loaded):
         grpo.run_grpo(base, tmp_path / "g", [], GRPOStageConfig(), set())
-    assert seen == ["fp32", "fp32"]
+    assert seen == [("fp32", "sdpa"), ("fp32", "sdpa")]  # auto on a CPU: sdpa
     model, _ = load_for_training(base)
     assert model.dtype == torch.float32

@@ -66,6 +66,14 @@ def test_tiny_chain_end_to_end(shared_office, tmp_path):
     assert (run / "grpo_curves.png").exists() and (run / "align_loss.png").exists()
     log = json.loads((run / "grpo" / "log_history.json").read_text())
     assert any("val_recall@10" in h for h in log)
+    # what each stage ran with on this machine, "auto" settings resolved, in the manifest
+    runtime = json.loads((run / "manifest.json").read_text())["runtime"]
+    assert set(runtime) == {"align", "activate", "grpo"}
+    for stage in ("align", "activate", "grpo"):
+        rt = runtime[stage]
+        assert rt["attention"] == "sdpa" and rt["weights"] == "float32" and rt["optimizer"] == "adamw_torch_fused"
+        assert rt["activation_checkpointing"] is False and rt["device"] == "cpu" and rt["processes"] == 1
+    assert runtime["grpo"]["rollout_engine"] == "generate" and "constrained_answer" in runtime["grpo"]["rollout_engine_why"]
     # Stages are skipped when their output exists: a second run trains nothing.
     res2 = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert res2.returncode == 0, res2.stderr[-3000:]

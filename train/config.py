@@ -130,6 +130,11 @@ class RunConfig(DataConfig):
 
 
 MASTER_WEIGHTS = ("fp32", "bf16")
+# THE optimizer of every stage: AdamW, fused (one kernel over all parameters: 3.4x faster than the foreach
+# AdamW on the tiny model's CPU step, bench/README.md "Trainer throughput"; fused is also the fast one on a GPU).
+OPTIMIZER = "adamw_torch_fused"
+# transformers' attn_implementation values a stage may ask for; "auto" is resolved by train.model.attention_kernel.
+ATTENTION = ("auto", "flash_attention_2", "flex_attention", "sdpa", "eager")
 
 
 @dataclass
@@ -151,33 +156,40 @@ class TrainingConfig(Section):
     bf16: bool | None = setting(None, "bf16 autocast of forward and backward (unset: on when a GPU is present)")
     master_weights: str = setting("fp32", "dtype of the weights the optimizer updates: fp32 (with bf16 autocast "
                                           "for compute) or bf16 (updates below bf16 resolution are lost)")
-    activation_checkpointing: bool | None = setting(None, "recompute activations (unset: on when a GPU is present)")
+    activation_checkpointing: bool | None = setting(None, "recompute activations (unset: on when a GPU is present "
+                                                          "and the stage's estimated memory does not fit it: "
+                                                          "train.model.activation_checkpointing)")
+    attention: str = setting("auto", "attention kernel: auto (flash_attention_2 where installed on a GPU; else "
+                                     "flex_attention for packed SFT on a GPU; else sdpa) | " + " | ".join(ATTENTION[1:]))
 
     def resolved(self, seed: int | None = None):
-        gpu = on_gpu() if self.bf16 is None or self.activation_checkpointing is None else False
+        gpu = on_gpu() if self.bf16 is None else False
         return replace(
             self,
             seed=self.seed if self.seed is not None else (seed if seed is not None else RunConfig.seed),
             bf16=gpu if self.bf16 is None else self.bf16,
-            activation_checkpointing=gpu if self.activation_checkpointing is None else self.activation_checkpointing,
         )
 
     def check(self, world: int | None = None) -> None:
         if self.master_weights not in MASTER_WEIGHTS:
             raise ConfigError(f"{self.SECTION}.master_weights: {self.master_weights!r}; expected "
                               f"{' or '.join(MASTER_WEIGHTS)}")
+        if self.attention not in ATTENTION:
+            raise ConfigError(f"{self.SECTION}.attention: {self.attention!r}; expected one of {', '.join(ATTENTION)}")
 
 
 @dataclass
 class SFTStageConfig(TrainingConfig):
     """SFT with TRL's SFTTrainer: loss on the assistant turn."""
 
-    batch_size: int = setting(1024, "global batch in sequences per optimizer step (gradient accumulation fills it)")
+    batch_size: int = setting(1024, "global batch in sequences per optimizer step (gradient accumulation fills it); "
+                                    "with packing, packed sequences of max_length tokens")
     max_length: int = setting(3072, "longest training sequence in tokens (longer rows are truncated)")
     warmup_steps: float = setting(20, "learning-rate warmup: optimizer steps (>= 1) or a share of all steps (< 1)")
     weight_decay: float = setting(0.0, "AdamW weight decay")
     lr_scheduler: str = setting("linear", "learning-rate schedule after warmup (transformers' lr_scheduler_type)")
-    packing: bool = setting(False, "pack rows best-fit-decreasing into max_length sequences, padding-free")
+    packing: bool = setting(True, "pack rows best-fit-decreasing into max_length sequences, padding-free (the "
+                                  "attention kernel keeps packed rows apart); off: one padded row per sequence")
     history_loss: bool = setting(False, "loss on the history's SID tokens of SID-history rows too (next-item "
                                         "prediction at every position); the paper: the assistant turn alone")
 
@@ -189,7 +201,8 @@ class AlignConfig(SFTStageConfig):
     SECTION: ClassVar[str] = "align"
 
     epochs: float = restated(TrainingConfig, "epochs", 10, "--align-epochs")
-    per_device_batch: int = restated(TrainingConfig, "per_device_batch", 8)
+    per_device_batch: int = restated(TrainingConfig, "per_device_batch", 4)
+    batch_size: int = restated(SFTStageConfig, "batch_size", 64)
     patience: int = setting(2, "early stopping: epochs without a better validation loss (released code: 3)")
     eval_rows: int = setting(2000, "validation rows for the per-epoch SID-history -> SID loss (0 = all)")
     corpus: bool = setting(True, "mix the teacher corpus texts into alignment (false: the paper's S1, the "
@@ -220,9 +233,16 @@ class ActivateConfig(SFTStageConfig):
 
     learning_rate: float = restated(TrainingConfig, "learning_rate", 1e-5)
     epochs: float = restated(TrainingConfig, "epochs", 1, "--activate-epochs")
-    per_device_batch: int = restated(TrainingConfig, "per_device_batch", 8)
+    per_device_batch: int = restated(TrainingConfig, "per_device_batch", 16)
+    batch_size: int = restated(SFTStageConfig, "batch_size", 256)
     max_length: int = restated(SFTStageConfig, "max_length", 1024)
     warmup_steps: float = restated(SFTStageConfig, "warmup_steps", 10)
+
+
+# How GRPO's rollouts are generated (GRPOStageConfig.rollout_engine; train.grpo.resolve_rollout_engine): auto
+# picks one of the other three for the machine; generate is transformers' generate, continuous_batching its
+# generate_batch, vllm a vLLM engine colocated on the training GPU.
+ROLLOUT_ENGINES = ("auto", "generate", "continuous_batching", "vllm")
 
 
 @dataclass
@@ -263,6 +283,10 @@ class GRPOStageConfig(TrainingConfig):
     eval_every: int = setting(50, "validation Recall@10 every N steps (0 = never)", "--grpo-eval-every")
     eval_rows: int = setting(256, "validation rows for that Recall@10")
     eval_mode: str = setting("thinking", "decoding mode of that validation (direct | thinking)")
+    rollout_engine: str = setting("auto", "what generates the rollouts: auto (generate with constrained_answer; else "
+                                          "vllm when installed and on a GPU, else continuous_batching on a GPU, else "
+                                          "generate), generate (transformers' generate), continuous_batching "
+                                          "(transformers' generate_batch) or vllm (colocated on the training GPU)")
 
     @property
     def completions_per_step(self) -> int:
@@ -291,6 +315,18 @@ class GRPOStageConfig(TrainingConfig):
         if (gen * world) % self.num_generations:
             raise ConfigError(f"grpo: generation_batch {gen} x {world} process(es) must hold whole groups of "
                               f"num_generations {self.num_generations}")
+        self.check_rollout_engine()
+
+    def check_rollout_engine(self) -> None:
+        """A known engine, and none that cannot constrain the answer when ``constrained_answer`` asks for it:
+        the trie walk is a logits processor on transformers' generate; TRL passes none to vLLM, and
+        transformers' generate_batch takes none."""
+        if self.rollout_engine not in ROLLOUT_ENGINES:
+            raise ConfigError(f"grpo.rollout_engine: {self.rollout_engine!r}; expected one of {', '.join(ROLLOUT_ENGINES)}")
+        if self.constrained_answer and self.rollout_engine in ("vllm", "continuous_batching"):
+            raise ConfigError(f"grpo.rollout_engine {self.rollout_engine} cannot constrain the answer to the SID trie "
+                              "(it takes no logits processor): use rollout_engine generate (or auto) with "
+                              "constrained_answer, or set constrained_answer false")
 
 
 @dataclass
@@ -302,7 +338,7 @@ class EvalConfig(Section):
     modes: tuple[str, ...] = setting(MODES, "decoding modes to evaluate (direct, thinking)", "--modes")
     num_beams: int = setting(10, "beams of the SID search (= items returned)", "--beams")
     max_think_tokens: int = setting(1024, "reasoning budget in thinking mode", "--max-think-tokens")
-    batch_size: int = setting(32, "prompts per decoding batch")
+    batch_size: int = setting(64, "prompts per decoding batch")
     best_of_n: int = setting(1, "thinking mode: sample N reasonings and score the best list", "--best-of-n")
     test_rows: int = setting(0, "evaluate the first N test rows (0 = all; run.limit caps it too)")
 

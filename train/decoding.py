@@ -151,32 +151,16 @@ class TrieLogitsProcessor(LogitsProcessor):
     The SID starts at ``prompt_len`` (left padding puts all rows' prompts at the same width). A
     complete SID allows only the end token; a prefix outside the trie (only transformers' dead
     padding beams can hold one) gets the end token too, so it finishes with its ~-1e9 score and is
-    filtered out."""
+    filtered out. Vectorised on the scores' device (``train.trie.TrieTable``): a few gathers per
+    step, no host sync, whatever the number of beams."""
 
     def __init__(self, trie: SidTrie, prompt_len: int, end_id: int):
         self.trie, self.prompt_len, self.end_id = trie, prompt_len, end_id
-        self._cache: dict[tuple[int, ...], torch.Tensor] = {}
-
-    def _allowed(self, prefix: tuple[int, ...], device) -> torch.Tensor:
-        got = self._cache.get(prefix)
-        if got is None:
-            allowed = list(self.trie.allowed(prefix))
-            if self.trie.is_complete(prefix) or not allowed:
-                allowed.append(self.end_id)
-            got = torch.tensor(allowed, dtype=torch.long, device=device)
-            self._cache[prefix] = got
-        return got
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        rows_by_prefix: dict[tuple[int, ...], list[int]] = {}
-        for r, gen in enumerate(input_ids[:, self.prompt_len:].tolist()):
-            rows_by_prefix.setdefault(tuple(gen), []).append(r)
-        mask = torch.full_like(scores, -math.inf)
-        for prefix, rows in rows_by_prefix.items():
-            allowed = self._allowed(prefix, scores.device)
-            rows_t = torch.tensor(rows, dtype=torch.long, device=scores.device)
-            mask[rows_t[:, None], allowed[None, :]] = 0.0
-        return scores + mask
+        table = self.trie.table(self.end_id, scores.shape[-1], scores.device)
+        state = table.walk(input_ids[:, self.prompt_len:])
+        return table.masked(scores, table.beam_allowed[state])
 
 
 class AnswerConstraint(LogitsProcessor):
@@ -186,7 +170,9 @@ class AnswerConstraint(LogitsProcessor):
     SID walked down the trie, and the end token. The reward then compares SIDs, never a malformed
     answer (MiniOneRec constrains its RL rollouts the same way).
 
-    One processor per ``generate`` call: ``prompt_len`` is the width of that call's (left-padded) prompts."""
+    One processor per ``generate`` call: ``prompt_len`` is the width of that call's (left-padded) prompts.
+    Vectorised on the scores' device like ``TrieLogitsProcessor``: per row, where its first ``</think>``
+    is and how far past it the row is decide between free text, a forced token and the trie."""
 
     def __init__(self, trie: SidTrie, prompt_len: int, think_end: int, sep: Sequence[int], end_id: int,
                  max_new_tokens: int):
@@ -194,28 +180,39 @@ class AnswerConstraint(LogitsProcessor):
         self.sep = list(sep)
         self.room = len(self.sep) + trie.levels + 2  # </think>, separator, SID, end token
         self.max_new_tokens = max_new_tokens
-
-    def _allowed(self, gen: list[int]) -> list[int] | None:
-        """Token ids allowed next after the generated ``gen``; None: anything but the end token."""
-        if self.think_end not in gen:
-            return [self.think_end] if self.max_new_tokens - len(gen) <= self.room else None
-        after = gen[gen.index(self.think_end) + 1:]
-        if len(after) < len(self.sep):
-            return [self.sep[len(after)]]
-        prefix = tuple(after[len(self.sep):])
-        allowed = list(self.trie.allowed(prefix))
-        return allowed if allowed and not self.trie.is_complete(prefix) else [self.end_id]
+        self._sep: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        mask = torch.zeros_like(scores)
-        for r, gen in enumerate(input_ids[:, self.prompt_len:].tolist()):
-            allowed = self._allowed(gen)
-            if allowed is None:
-                mask[r, self.end_id] = -math.inf
-            else:
-                mask[r] = -math.inf
-                mask[r, allowed] = 0.0
-        return scores + mask
+        table = self.trie.table(self.end_id, scores.shape[-1], scores.device)
+        gen = input_ids[:, self.prompt_len:]
+        rows, steps = gen.shape
+        dev = scores.device
+        closed = gen == self.think_end
+        has_end = closed.any(1)
+        first = torch.where(has_end, closed.int().argmax(1), steps) if steps else \
+            torch.zeros(rows, dtype=torch.long, device=dev)  # the first </think> (argmax: the first max)
+        after = steps - first - 1  # tokens written after it (rows that closed the think block)
+        n_sep = len(self.sep)
+        free = ~has_end & (self.max_new_tokens - steps > self.room)
+        force_end = ~has_end & ~free
+        in_sep = has_end & (after < n_sep)
+        in_sid = has_end & (after >= n_sep)
+        # forced tokens: </think>, or the separator's next token
+        if self._sep is None or self._sep.device != dev:
+            self._sep = torch.tensor(self.sep or [self.end_id], dtype=torch.long, device=dev)
+        forced = torch.where(force_end, self.think_end, self._sep[after.clamp(0, max(n_sep - 1, 0))])
+        keep = free[:, None] & (torch.arange(scores.shape[-1], device=dev) != self.end_id)[None, :]
+        keep.scatter_(1, forced[:, None], (force_end | in_sep)[:, None] | keep.gather(1, forced[:, None]))
+        # the SID so far: the tokens after </think> + separator, at most levels + 2 of them (longer: dead)
+        width = self.trie.levels + 2
+        j = torch.arange(width, device=dev)
+        pos = (first + 1 + n_sep)[:, None] + j[None, :]
+        sid_tokens = gen.gather(1, pos.clamp(max=max(steps - 1, 0))) if steps else \
+            torch.zeros((rows, width), dtype=torch.long, device=dev)
+        state = table.walk(sid_tokens, valid=pos < steps)
+        allowed = table.answer_allowed[state] & in_sid[:, None]
+        keep[:, table.columns] |= allowed
+        return scores.masked_fill(~keep, -math.inf)
 
 
 def answer_separator(tokenizer) -> list[int]:

@@ -11,9 +11,14 @@ per checkpoint (``targets_sharing_sid``: test targets whose SID another item als
 "repeat": {..., "n"}}`` (``train.metrics.sliced_metrics``), kept in the run's metrics.json
 (``train.records``). The direct mode after align is the non-reasoning SID recommender (the reference
 that shows what reasoning adds).
+
+Several processes (``accelerate launch``, WORLD_SIZE > 1): ``evaluate_checkpoint`` runs on every one, each
+decodes a share of the test rows' batches, and every process gets the metrics of all rows, in their
+order (``ranked_lists``); the pipeline writes them from the main process.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -23,10 +28,13 @@ from train.config import EvalConfig
 log = logging.getLogger(__name__)
 
 
-def evaluate_model(model, tok, rows: list[dict], sids: dict[str, list[str]], mode: str, cfg: EvalConfig) -> dict:
+def evaluate_model(model, tok, rows: list[dict], sids: dict[str, list[str]], mode: str, cfg: EvalConfig,
+                   sharded: bool = False) -> dict:
     """Metrics of ``model`` on rows ``{"prompt", "target"}`` (target = item id) in ``mode``; rows that also
-    carry ``"slices"`` (``train.metrics.slice_labels``) add the metrics per slice under ``"slices"``."""
-    from train.decoding import DecodeConfig, recommend, recommend_best_of_n
+    carry ``"slices"`` (``train.metrics.slice_labels``) add the metrics per slice under ``"slices"``.
+    ``sharded``: every process calls this with the same rows and decodes its share of them
+    (``ranked_lists``); all get the metrics of all rows."""
+    from train.decoding import DecodeConfig
     from train.metrics import best_rank, rank_of, ranking_metrics, sliced_metrics, targets_sharing
     from train.trie import SidTrie
 
@@ -35,15 +43,11 @@ def evaluate_model(model, tok, rows: list[dict], sids: dict[str, list[str]], mod
     dcfg = DecodeConfig(num_beams=cfg.num_beams, num_return=cfg.num_beams, mode=mode,
                         max_think_tokens=cfg.max_think_tokens, batch_size=cfg.batch_size,
                         best_of_n=cfg.best_of_n if mode == "thinking" else 1)
-    prompts = [r["prompt"] for r in rows]
     t0 = time.time()
     sid_of = trie.sequences  # THE hit rule: by SID (module docstring)
-    if dcfg.best_of_n > 1:
-        lists = recommend_best_of_n(model, tok, prompts, trie, dcfg)
-        ranks = [best_rank(r["target"], ls, by=sid_of) for r, ls in zip(rows, lists)]
-    else:
-        ranked = recommend(model, tok, prompts, trie, dcfg)
-        ranks = [rank_of(r["target"], rk, by=sid_of) for r, rk in zip(rows, ranked)]
+    lists = ranked_lists(model, tok, [r["prompt"] for r in rows], trie, dcfg, sharded=sharded)
+    score = best_rank if dcfg.best_of_n > 1 else rank_of
+    ranks = [score(r["target"], ls, by=sid_of) for r, ls in zip(rows, lists)]
     out = ranking_metrics(ranks)
     if rows and all("slices" in r for r in rows):  # rows without slices (older callers): no "slices" entry
         out["slices"] = sliced_metrics(ranks, [r["slices"] for r in rows])
@@ -55,17 +59,76 @@ def evaluate_model(model, tok, rows: list[dict], sids: dict[str, list[str]], mod
     return out
 
 
-def evaluate_checkpoint(ckpt: str | Path, rows_fn, sids: dict[str, list[str]], modes, cfg: EvalConfig) -> dict:
-    """Load ``ckpt`` and evaluate it in each mode; ``rows_fn(tok)`` renders the test rows."""
+def decode_batches(tok, prompts: list[str], dcfg) -> list[list[int]]:
+    """The batches (row indices) one process decodes ``prompts`` in: sorted by prompt length, ``batch_size``
+    at a time, as ``train.decoding`` forms them (the SID beam search in direct mode, the reasoning step
+    in thinking mode)."""
+    from train.decoding import THINK_START, encode, with_suffix
+    from train.templates import EMPTY_THINK
+
+    suffix = EMPTY_THINK if dcfg.mode == "direct" else THINK_START
+    lengths = [len(ids) for ids in encode(tok, [with_suffix(p, suffix) for p in prompts])]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    return [order[s: s + dcfg.batch_size] for s in range(0, len(order), dcfg.batch_size)]
+
+
+def ranked_lists(model, tok, prompts: list[str], trie, dcfg, sharded: bool = False) -> list:
+    """Per prompt, ``train.decoding.recommend``'s ranked item ids (``recommend_best_of_n``'s lists with
+    best-of-N), in the order of ``prompts``.
+
+    ``sharded`` (every process calls it with the same prompts, ``torch.distributed`` initialised): the
+    batches one process would decode (``decode_batches``) are dealt out over the processes
+    (``train.dist.shard``); each decodes its batches, in length order, so ``train.decoding`` re-forms
+    exactly those batches (its sort is stable); the lists are gathered (``all_gather_object``) and put
+    back in order (``train.dist.unshard``). So a direct-mode evaluation decodes the same batches, with the
+    same padding, as one process does: the same lists, bit for bit. In thinking mode the reasoning
+    batches are the same; the beam search after it batches a process's rows by their reasoning length
+    (padding may then differ from one process's); best-of-N samples from each process's own generator."""
+    from train.decoding import recommend, recommend_best_of_n
+    from train.dist import all_gather, shard, unshard
+
+    decode = recommend_best_of_n if dcfg.best_of_n > 1 else recommend
+    if not sharded:
+        return decode(model, tok, prompts, trie, dcfg)
+    import torch.distributed as td
+
+    batches = decode_batches(tok, prompts, dcfg)
+    mine = shard(batches, td.get_rank(), td.get_world_size())
+    flat = decode(model, tok, [prompts[i] for b in mine for i in b], trie, dcfg)
+    got, at = [], 0
+    for b in mine:
+        got.append(flat[at: at + len(b)])
+        at += len(b)
+    digest = hashlib.sha256("\0".join(prompts).encode()).hexdigest()  # the same rows on every process?
+    gathered = all_gather((digest, got))
+    if len({d for d, _ in gathered}) != 1:
+        raise RuntimeError("sharded evaluation: the processes hold different rows (their test rows must not "
+                           "depend on the process)")
+    out: list = [None] * len(prompts)
+    for b, lists in zip(batches, unshard([g for _, g in gathered])):
+        for i, ls in zip(b, lists):
+            out[i] = ls
+    return out
+
+
+def evaluate_checkpoint(ckpt: str | Path, rows_fn, sids: dict[str, list[str]], modes, cfg: EvalConfig,
+                        sharded: bool | None = None) -> dict:
+    """Load ``ckpt`` and evaluate it in each mode; ``rows_fn(tok)`` renders the test rows. ``sharded``
+    (default: whenever WORLD_SIZE > 1, ``torch.distributed`` then initialised if need be): every process
+    calls this and decodes a share of the rows (``ranked_lists``); every process returns the results."""
+    from train.dist import init_group
     from train.model import device, load_model
 
+    if sharded is None:
+        sharded = init_group()
     model, tok = load_model(ckpt)
     model.to(device())
     rows = rows_fn(tok)
     results = {}
     for mode in modes:
-        log.info("evaluating %s in %s mode on %d rows", ckpt, mode, len(rows))
-        results[mode] = evaluate_model(model, tok, rows, sids, mode, cfg)
+        log.info("evaluating %s in %s mode on %d rows%s", ckpt, mode, len(rows),
+                 " (a share of them on each process)" if sharded else "")
+        results[mode] = evaluate_model(model, tok, rows, sids, mode, cfg, sharded=sharded)
         log.info("%s %s: %s", Path(ckpt).parent.name, mode, results[mode])
     return results
 

@@ -150,18 +150,20 @@ def build_tiny(
 # ---------------------------------------------------------------------------------------------
 # loading and SID tokens (shared by tiny and real models)
 # ---------------------------------------------------------------------------------------------
-def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | None = None):
+def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | None = None, attention: str | None = None):
     """Load a saved/Hub model and its tokenizer; THE chat template is installed; eos/pad set.
 
     Without ``dtype``: bf16 on a GPU, fp32 on a CPU (inference). Training loads through
-    ``load_for_training`` (fp32 master weights)."""
+    ``load_for_training`` (fp32 master weights). ``attention``: transformers' attn_implementation
+    (None: its default, sdpa)."""
     from transformers import AutoModelForCausalLM
 
     tok = load_tokenizer(path_or_id)
     if dtype is None:
         dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    kwargs = {"attn_implementation": attention} if attention else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path_or_id), dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(str(path_or_id), dtype=dtype, **kwargs)
     except OSError as e:
         raise ModelError(f"cannot load the model {path_or_id}: {e}") from e
     _match_tokens(model, tok)
@@ -172,7 +174,68 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | None = None):
 MASTER_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def load_for_training(path_or_id: str | os.PathLike, master_weights: str = "fp32"):
+def attention_kernel(requested: str = "auto", packed: bool = False, gpu: bool | None = None) -> str:
+    """The attn_implementation a stage trains with (``TrainingConfig.attention``). ``auto``: FlashAttention 2
+    where the package is installed on a GPU (varlen kernels: packed rows never see each other); else, for
+    packed rows on a GPU, flex_attention (in torch: a block mask over the packed rows, never the
+    materialised block-diagonal matrix sdpa builds); else sdpa. Every choice keeps packed rows apart
+    (transformers reads the row boundaries from the position ids)."""
+    if requested != "auto":
+        return requested
+    gpu = torch.cuda.is_available() if gpu is None else gpu
+    if gpu:
+        from transformers.utils import is_flash_attn_2_available
+
+        if is_flash_attn_2_available():
+            return "flash_attention_2"
+        if packed:
+            return "flex_attention"
+    return "sdpa"
+
+
+def training_memory(model, tokens_per_micro_batch: int, logits_tokens: int | None = None) -> int:
+    """Bytes one process needs to train ``model`` on micro-batches of ``tokens_per_micro_batch`` tokens
+    without activation checkpointing, roughly: fp32 weights, gradients and AdamW's two moments (16 bytes
+    a parameter), bf16 activations (~34 x hidden bytes per token and layer, the usual estimate with a
+    kernel that stores no attention matrix) and the logits of ``logits_tokens`` tokens (default all)."""
+    cfg = model.config
+    params = sum(p.numel() for p in model.parameters())
+    layers, hidden, vocab = cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size
+    logits = (tokens_per_micro_batch if logits_tokens is None else logits_tokens) * vocab * 4
+    return params * 16 + tokens_per_micro_batch * layers * hidden * 34 + logits
+
+
+def activation_checkpointing(requested: bool | None, model, tokens_per_micro_batch: int,
+                             logits_tokens: int | None = None, device_bytes: int | None = None) -> bool:
+    """Whether a stage recomputes activations: as asked; unset: only on a GPU where ``training_memory``
+    would exceed 85% of the device (recomputing costs ~a third more compute, so not by default)."""
+    if requested is not None:
+        return requested
+    if device_bytes is None:
+        if not torch.cuda.is_available():
+            return False
+        device_bytes = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    need = training_memory(model, tokens_per_micro_batch, logits_tokens)
+    on = need > 0.85 * device_bytes
+    log.info("activation checkpointing %s: ~%.1f GiB estimated for %d tokens a micro-batch, %.1f GiB on the device",
+             "on" if on else "off", need / 2**30, tokens_per_micro_batch, device_bytes / 2**30)
+    return on
+
+
+def runtime(model, cfg, processes: int, **extra) -> dict:
+    """What a training stage ran with on this machine, for the run manifest: its "auto" settings resolved."""
+    from train.config import OPTIMIZER
+
+    out = {"attention": getattr(model.config, "_attn_implementation", None),
+           "activation_checkpointing": bool(cfg.activation_checkpointing), "bf16_autocast": bool(cfg.bf16),
+           "weights": str(next(model.parameters()).dtype).replace("torch.", ""), "optimizer": OPTIMIZER,
+           "processes": processes, "device": str(next(model.parameters()).device)}
+    if hasattr(cfg, "packing"):
+        out["packing"] = cfg.packing
+    return {**out, **extra}
+
+
+def load_for_training(path_or_id: str | os.PathLike, master_weights: str = "fp32", attention: str | None = None):
     """THE loader of every training stage (align, activate, GRPO; one process or many): the weights in
     ``master_weights`` precision, the same on a GPU and a CPU.
 
@@ -185,8 +248,8 @@ def load_for_training(path_or_id: str | os.PathLike, master_weights: str = "fp32
     """
     if master_weights not in MASTER_DTYPES:
         raise ValueError(f"master_weights must be one of {sorted(MASTER_DTYPES)}, got {master_weights!r}")
-    model, tok = load_model(path_or_id, dtype=MASTER_DTYPES[master_weights])
-    log.info("training weights of %s in %s", path_or_id, model.dtype)
+    model, tok = load_model(path_or_id, dtype=MASTER_DTYPES[master_weights], attention=attention)
+    log.info("training weights of %s in %s, attention %s", path_or_id, model.dtype, model.config._attn_implementation)
     return model, tok
 
 

@@ -17,8 +17,9 @@ walks the table once, with one rule for each concern:
   the shared record of ``train.records``, written through ``Run.record`` on the main process.
 
 Outputs: runs/<dataset>/<run>/{base,align,activate,grpo}/model, */log_history.json,
-*/summary.json, manifest.json, metrics.json, *.png. Multi-GPU: every process trains; the main
-process writes the run files and evaluates.
+*/summary.json, manifest.json, metrics.json, *.png. Multi-GPU: every process trains and evaluates (a
+share of the test rows each, ``train.evaluate.ranked_lists``); the main process decides what to evaluate
+and writes the run files.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from synth.io import read_json, write_json
 from synth.settings import to_dict
 from train import records, tasks
 from train.config import TINY, EvalCommand, EvalConfig, TrainConfig, cap
-from train.dist import is_main
+from train.dist import from_main, is_main
 
 log = logging.getLogger("train")
 
@@ -61,6 +62,15 @@ class Run:
         """THE metrics writer: one stage's results and/or training time into metrics.json."""
         if is_main():
             records.update(self.metrics, stage, results, train_wall)
+
+    def record_runtime(self, stage: str, runtime: dict | None) -> None:
+        """What a stage ran with on this machine (attention kernel, activation checkpointing, rollout engine
+        and why, processes) into manifest.json's ``runtime``: "auto" settings resolve by what is installed."""
+        manifest = self.dir / "manifest.json"
+        if is_main() and runtime and manifest.exists():
+            doc = read_json(manifest)
+            doc.setdefault("runtime", {})[stage] = runtime
+            write_json(manifest, doc)
 
 
 @dataclass(frozen=True)
@@ -103,10 +113,10 @@ def align_rows(run: Run, cfg) -> tuple[list[dict], list[dict]]:
     return rows, valid
 
 
-def train_align(run: Run, stage: Stage, data, cfg) -> None:
+def train_align(run: Run, stage: Stage, data, cfg) -> dict:
     from train.align import run_align
 
-    run_align(run.src, run.dir / stage.name, *data, cfg)
+    return run_align(run.src, run.dir / stage.name, *data, cfg)
 
 
 def activate_rows(run: Run, cfg) -> list[dict]:
@@ -115,10 +125,10 @@ def activate_rows(run: Run, cfg) -> list[dict]:
     return rows
 
 
-def train_activate(run: Run, stage: Stage, rows, cfg) -> None:
+def train_activate(run: Run, stage: Stage, rows, cfg) -> dict:
     from train.activate import run_activate
 
-    run_activate(run.src, run.dir / stage.name, rows, cfg)
+    return run_activate(run.src, run.dir / stage.name, rows, cfg)
 
 
 def grpo_rows(run: Run, cfg) -> dict:
@@ -134,21 +144,27 @@ def grpo_rows(run: Run, cfg) -> dict:
     return data
 
 
-def train_grpo(run: Run, stage: Stage, data: dict, cfg) -> None:
+def train_grpo(run: Run, stage: Stage, data: dict, cfg) -> dict:
     from train.grpo import run_grpo
 
-    run_grpo(run.src, run.dir / stage.name, cfg=cfg, **data)
+    return run_grpo(run.src, run.dir / stage.name, cfg=cfg, **data)
 
 
 def evaluation_work(run: Run, cfg: EvalConfig, after: Stage) -> list[tuple[str, Path, list[str]]]:
     """(stage, model, modes) to evaluate once ``after`` has trained: its model, when evaluation is
     selected with it (or with no training stage at all), in the modes metrics.json lacks. So each
-    stage's metrics are written as soon as it is done, not after the whole chain."""
+    stage's metrics are written as soon as it is done, not after the whole chain. Several processes: the
+    main process reads the run files it writes and every process gets its list (all evaluate it)."""
     chosen = run.cfg.run.stages
     trained = [s.name for s in TABLE if s.trains and s.name != "base"]
     wanted = after.name in chosen or not any(name in chosen for name in trained)
-    if not is_main() or "eval" not in chosen or after.name not in trained or not wanted:
+    if "eval" not in chosen or after.name not in trained or not wanted:  # settings only: the same everywhere
         return []
+    return from_main(stage_work(run, cfg, after) if is_main() else None)
+
+
+def stage_work(run: Run, cfg: EvalConfig, after: Stage) -> list[tuple[str, Path, list[str]]]:
+    """``evaluation_work`` as the run files say (read on the main process)."""
     if not model_saved(run, after):
         return []
     have = read_json(run.metrics).get("stages", {}) if run.metrics.exists() else {}
@@ -157,6 +173,7 @@ def evaluation_work(run: Run, cfg: EvalConfig, after: Stage) -> list[tuple[str, 
 
 
 def evaluate(run: Run, stage: Stage, work, cfg: EvalConfig) -> None:
+    """Every process evaluates ``work`` (a share of the rows each); ``run.record`` writes on the main one."""
     from train.evaluate import evaluate_checkpoint
 
     for name, model, modes in work:
@@ -185,11 +202,12 @@ def run_stages(cfg: TrainConfig, preset: Path | None = None) -> Run:
             if not run.skip(stage.done(run, stage)):
                 settings = getattr(cfg, stage.section)
                 t0 = time.time()
-                stage.train(run, stage, stage.rows(run, settings), settings)
+                summary = stage.train(run, stage, stage.rows(run, settings), settings)
                 if stage.trains:
                     wall = time.time() - t0
                     log.info("stage %s finished in %.1f s", stage.name, wall)
                     run.record(stage.name, train_wall=wall)
+                    run.record_runtime(stage.name, (summary or {}).get("runtime"))
         if stage.trains and model_saved(run, stage):
             run.src = run.dir / stage.output
         evaluate(run, stage, evaluation_work(run, cfg.eval, stage), cfg.eval)
@@ -334,10 +352,12 @@ def evaluate_one(cmd: EvalCommand, cfg: EvalConfig, argv=None) -> Path:
     stage = Path(cmd.ckpt).parent.name
     results = evaluate_checkpoint(cmd.ckpt, lambda tok: tasks.rec_rows(inputs, "test", tok, cap(cfg.test_rows)),
                                   inputs.sids, cfg.modes, cfg)
+    out = Path(cmd.out) if cmd.out else Path(cmd.ckpt).parent / "eval.json"
+    if not is_main():  # several processes: each decoded a share of the rows; the main one writes
+        return out
     config = {"command": to_dict(cmd), "eval": to_dict(cfg)}
     prov = records.run_provenance(config, {**records.dataset_files(inputs.dataset.path),
                                            "sids": inputs.sid_set.path}, "train", argv)
-    out = Path(cmd.out) if cmd.out else Path(cmd.ckpt).parent / "eval.json"
     records.write(out, records.record(kind="eval", model=str(cmd.ckpt), dataset=cmd.dataset, run=stage,
                                       data=records.data_block(inputs.dataset.path, prov), config=config, prov=prov,
                                       sid_set=records.sid_set_block(inputs.sid_set, prov), stages={stage: results}))

@@ -12,12 +12,13 @@ import math
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from synth.io import write_json
-from train.config import SFTStageConfig, grad_accum, on_gpu
-from train.dist import world_size
-from train.model import load_for_training
+from train.config import OPTIMIZER, SFTStageConfig, grad_accum, on_gpu
+from train.dist import trainer_activation_checkpointing, world_size
+from train.model import activation_checkpointing, attention_kernel, load_for_training, runtime
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,10 @@ def sft_args(cfg: SFTStageConfig, out_dir: Path, with_eval: bool):
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_steps,  # >= 1: steps; a float < 1: a share of the total steps
         weight_decay=cfg.weight_decay,
-        optim="adamw_torch",
+        optim=OPTIMIZER,
         bf16=cfg.bf16,  # autocast; the weights stay as load_for_training loaded them (master_weights)
         use_cpu=not on_gpu(),  # transformers refuses bf16 autocast on a CPU unless told it is one
-        activation_checkpointing=cfg.activation_checkpointing,
+        activation_checkpointing=trainer_activation_checkpointing(cfg.activation_checkpointing),  # not FSDP's too
         assistant_only_loss=False,  # rows come tokenized with their loss mask (tokenize_rows)
         max_length=cfg.max_length,
         packing=cfg.packing,
@@ -86,13 +87,31 @@ def tokenize_rows(rows: list[dict], tok, history_loss: bool = False) -> list[dic
     return out
 
 
-def _sft_trainer_class():
-    """TRL's SFTTrainer, with the loss computed on the positions that carry it alone on a single CPU
-    process. TRL's fused LM head projects only those positions on a GPU (Triton), but on a CPU it
-    projects every position of the packed batch through the whole vocabulary and computes entropy
-    too; for the tiny model that LM head is most of a step (bench/README.md, "Trainer")."""
+def labelled_loss(model, inputs: dict, num_items_in_batch=None):
+    """Next-token cross-entropy over the positions that carry a label alone: the backbone runs on every
+    token, the LM head only on the labelled ones (the equal of the model's own loss, without projecting
+    the positions that carry none). Returns ``(loss, logits, targets)`` of those positions."""
     import torch
     import torch.nn.functional as F
+
+    labels = inputs["labels"][:, 1:]
+    backbone = {k: v for k, v in inputs.items() if k != "labels"}
+    hidden = model.model(**backbone, use_cache=False).last_hidden_state[:, :-1]
+    mask = labels != -100
+    logits = model.lm_head(hidden[mask]).float()
+    target = labels[mask]
+    denom = num_items_in_batch if num_items_in_batch is not None else mask.sum().clamp(min=1)
+    loss = F.cross_entropy(logits, target, reduction="sum") / torch.as_tensor(denom).clamp(min=1)
+    return loss, logits, target
+
+
+def _sft_trainer_class():
+    """TRL's SFTTrainer, with the loss computed on the positions that carry it alone on a single CPU
+    process (``labelled_loss``). TRL's fused LM head projects only those positions on a GPU (Triton), but
+    on a CPU it projects every position of the packed batch through the whole vocabulary and computes
+    entropy too; for the tiny model that LM head is most of a step (bench/README.md, "Trainer"). The token
+    accuracy is measured on the steps that log only (its argmax over the vocabulary was 3% of a step)."""
+    import torch
     from trl import SFTTrainer
 
     class SidSFTTrainer(SFTTrainer):
@@ -100,28 +119,55 @@ def _sft_trainer_class():
             return (model.training and world_size() == 1 and not on_gpu()
                     and hasattr(model, "model") and hasattr(model, "lm_head"))
 
+        def _logged_step(self) -> bool:
+            step, args = self.state.global_step + 1, self.args  # the optimizer step this micro-batch is part of
+            return (step % max(1, int(args.logging_steps)) == 0 or (step == 1 and args.logging_first_step)
+                    or step >= self.state.max_steps)
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if return_outputs or not self._compact(model):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            labels = inputs["labels"][:, 1:]
-            backbone = {k: v for k, v in inputs.items() if k != "labels"}
-            hidden = model.model(**backbone, use_cache=False).last_hidden_state[:, :-1]
-            mask = labels != -100
-            logits = model.lm_head(hidden[mask]).float()
-            target = labels[mask]
-            denom = num_items_in_batch if num_items_in_batch is not None else mask.sum().clamp(min=1)
-            loss = F.cross_entropy(logits, target, reduction="sum") / torch.as_tensor(denom).clamp(min=1)
+            loss, logits, target = labelled_loss(model, inputs, num_items_in_batch)
             with torch.no_grad():
-                n = int(mask.sum())
-                self._metrics["train"]["mean_token_accuracy"].append(
-                    (logits.argmax(-1) == target).float().mean().item() if n else 0.0)
-                tokens = inputs["position_ids"].size(1) if "attention_mask" not in inputs \
-                    else int(inputs["attention_mask"].sum())
+                if self._logged_step():  # the accuracy of the steps that log (an argmax over the vocabulary)
+                    n = int(target.numel())
+                    self._metrics["train"]["mean_token_accuracy"].append(
+                        (logits.argmax(-1) == target).float().mean().item() if n else 0.0)
+                tokens = int(inputs["attention_mask"].sum()) if "attention_mask" in inputs \
+                    else int(inputs["input_ids"].ne(self.processing_class.pad_token_id).sum())  # packed rows
                 self._total_train_tokens += tokens
                 self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
             return loss
 
     return SidSFTTrainer
+
+
+def flattens_packs(attention: str) -> bool:
+    """Whether a micro-batch of packed sequences goes to the model as ONE flat sequence (TRL's padding-free
+    form): for kernels that take the packed rows' boundaries as such (FlashAttention's varlen ``cu_seq_lens``,
+    flex_attention's block mask, which skips the blocks between rows). sdpa and eager would build and
+    compute the full block-diagonal (B x L)^2 mask of the flat sequence: B times the attention of B rows of L
+    (bench/README.md, "Trainer throughput"), so for them each packed sequence stays a row (``packed_rows_collator``)."""
+    return attention in ("flash_attention_2", "flash_attention_3", "flex_attention")
+
+
+def packed_rows_collator(pad_id: int):
+    """TRL's collator for packed sequences without flattening: one right-padded row per packed sequence, the
+    position ids restarting at every packed row (transformers then keeps them apart: a block-diagonal mask
+    per row), no attention mask (its presence would hide the row boundaries); the padding is position 0
+    each, a segment of its own that carries no label. Labels at position 0 are dropped, as TRL's
+    padding-free collator does: a row's first token is not predicted from the row before it."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    rows = DataCollatorForLanguageModeling(pad_token_id=pad_id, padding_free=False, return_position_ids=True)
+
+    def collate(examples: list[dict]) -> dict:
+        out = rows(examples)
+        out.pop("attention_mask", None)
+        out["labels"][out["position_ids"] == 0] = -100
+        return out
+
+    return collate
 
 
 def save_trained(trainer, tok, dest: Path) -> None:
@@ -160,7 +206,9 @@ def run_sft(model_dir: str | Path, out_dir: str | Path, train_rows: list[dict], 
     cfg = cfg.resolved()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model, tok = load_for_training(model_dir, cfg.master_weights)
+    model, tok = load_for_training(model_dir, cfg.master_weights, attention_kernel(cfg.attention, cfg.packing))
+    cfg = replace(cfg, activation_checkpointing=activation_checkpointing(
+        cfg.activation_checkpointing, model, cfg.per_device_batch * cfg.max_length))
     with_eval = bool(eval_rows)
     trainer = _sft_trainer_class()(
         model=model,
@@ -170,6 +218,8 @@ def run_sft(model_dir: str | Path, out_dir: str | Path, train_rows: list[dict], 
         processing_class=tok,
         callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)] if with_eval and patience else [],
     )
+    if cfg.packing and not flattens_packs(model.config._attn_implementation):
+        trainer.data_collator = packed_rows_collator(tok.pad_token_id)
     cap_steps(trainer, cfg)
     t0 = time.time()
     result = trainer.train()
@@ -190,6 +240,7 @@ def run_sft(model_dir: str | Path, out_dir: str | Path, train_rows: list[dict], 
         "eval_losses": evals,
         "best_eval_loss": min(evals) if evals else None,
         "wall_s": round(wall, 1),
+        "runtime": runtime(trainer.model, cfg, world_size()),
         "config": cfg.to_dict(),
     }
     write_json(out_dir / "summary.json", summary)
