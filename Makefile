@@ -6,6 +6,8 @@
 #   make train DATASET=office TEACHER=metadata MODEL=tiny
 #   SIDS=reference on synth/train/eval: the publishers' SIDs (data/<dataset>/reference_sids.json) instead of
 #   the project's own (SIDS=own, sids.json); corpora for them live in corpora/<dataset>/<teacher>@reference/
+#   DATASET=office+industrial: a combination of prepared parts (make data/sids/synth/train/report on it;
+#   RL_DATASET=office runs GRPO on one part; README "Several domains")
 #   make test
 
 SHELL := /bin/bash
@@ -96,7 +98,8 @@ TRAIN_FLAGS = $(strip --dataset $(DATASET) --teacher $(TEACHER) $(call opt,--con
 	$(call opt,--prompts,$(PROMPTS)) $(call opt,--limit,$(LIMIT)) $(call flag,--force,$(FORCE)) $(call opt,--stages,$(STAGES)) \
 	$(call opt,--modes,$(MODES)) $(call opt,--general,$(GENERAL)) $(call opt,--general-n,$(GENERAL_N)) \
 	$(if $(ALIGN_CORPUS),$(if $(filter 0 false no,$(ALIGN_CORPUS)),--no-align-corpus,--align-corpus)) \
-	$(call opt,--beams,$(BEAMS)) $(call opt,--best-of-n,$(BEST_OF_N)) $(call flag,--dry-run,$(DRY_RUN)) $(TRAIN_ARGS))
+	$(call opt,--beams,$(BEAMS)) $(call opt,--best-of-n,$(BEST_OF_N)) $(call flag,--dry-run,$(DRY_RUN)) \
+	$(call opt,--rl-dataset,$(RL_DATASET)) $(TRAIN_ARGS))
 train: $(STAMP)
 	$(TRAIN_LAUNCH) train run $(TRAIN_FLAGS)
 

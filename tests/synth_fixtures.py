@@ -37,3 +37,45 @@ def make_dataset(root: Path, name: str = "tiny", n_items: int = 24, n_train: int
     sids = {iid: [f"<a_{k % 4}>", f"<b_{k // 4 % 6}>", f"<c_{k}>"] for k, iid in enumerate(ids)}
     (out / "sids.json").write_text(json.dumps(sids), encoding="utf-8")
     return out
+
+
+KINDS = ["Drill", "Wrench", "Hammer", "Saw", "Pliers", "Level", "Sander", "Clamp", "Chisel", "Screwdriver",
+         "Toolbox", "Ladder", "Flashlight", "Tape Measure", "Glue Gun"]
+BRANDS = ["Dewalt", "Makita", "Bosch", "Stanley", "Ryobi"]
+
+
+def make_sequential_domain(root: Path, name: str = "tools", n_items: int = 150, n_users: int = 400,
+                           seed: int = 0) -> Path:
+    """A second small domain with structure a recommender can learn (only Office is in ../shared/data): items
+    of a few kinds and brands, and users who buy items of one kind in catalogue order (now and then another
+    kind), so the next item follows from the history. Item ids I000... repeat those of ``make_dataset``."""
+    rng = random.Random(seed)
+    items = []
+    for k in range(n_items):
+        kind, brand = KINDS[k % len(KINDS)], BRANDS[(k // len(KINDS)) % len(BRANDS)]
+        items.append(Item(item_id=f"I{k:03d}", title=f"{brand} {kind} Model {100 + k}",
+                          description=f"A {kind.lower()} by {brand} for the workshop, model {100 + k}.",
+                          brand=brand, categories=["Tools & Home Improvement", kind]))
+    by_kind: dict[str, list[str]] = {}
+    for it in items:
+        by_kind.setdefault(it.categories[1], []).append(it.item_id)
+    splits: dict[str, list[Sample]] = {"train": [], "valid": [], "test": []}
+    for u in range(n_users):
+        kind_items = by_kind[rng.choice(KINDS)]
+        start = rng.randrange(len(kind_items))
+        seq = [kind_items[(start + j) % len(kind_items)] for j in range(rng.randint(4, 8))]
+        if rng.random() < 0.2:
+            seq.insert(rng.randrange(1, len(seq) - 1), rng.choice(items).item_id)
+        seq = list(dict.fromkeys(seq))
+        if len(seq) < 4:
+            continue
+        # leave-one-out, as the Amazon splits: the last item is the test target, the one before it the valid
+        # target, every earlier position a training target
+        uid = f"U{u:04d}"
+        splits["test"].append(Sample(uid, seq[:-1][-10:], seq[-1]))
+        splits["valid"].append(Sample(uid, seq[:-2][-10:], seq[-2]))
+        splits["train"].extend(Sample(uid, seq[:t][-10:], seq[t]) for t in range(2, len(seq) - 2))
+    out = root / name
+    write_dataset(out, items, splits, {"source": "synthetic second domain (tests.synth_fixtures.make_sequential_domain)",
+                                       "seed": seed})
+    return out

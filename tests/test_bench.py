@@ -2,6 +2,8 @@
 planted near duplicates found. Timings are not asserted (shared, noisy machine)."""
 import json
 
+import pytest
+
 from bench import SECTIONS, dedup_bench
 from bench.__main__ import main
 from bench.corpus import CorpusMaker
@@ -164,7 +166,7 @@ def test_trainer_section_gpu_code_path_on_cpu(tmp_path):
     for want in ["SFT tokens/s", "SFT tokens/s vs model loss", "SFT s/step", "GRPO s/step generate",
                  "eval rows/s beam 10 direct", "eval rows/s vs plain generate", "eval rows/s thinking"]:
         r = by[f"{want} ({label})"]
-        assert r["value"] > 0 and r["peer"] > 0 and r["ratio"] == round(r["value"] / r["peer"], 3), r
+        assert r["value"] > 0 and r["peer"] > 0 and r["ratio"] == pytest.approx(r["value"] / r["peer"], abs=2e-3), r
     sft = by[f"SFT tokens/s ({label})"]
     assert sft["note"].startswith("2 steps of ~") and "packed bfd 2x128" in sft["note"] and "fused AdamW" in sft["note"]
     tokens = int(sft["note"].split("~")[1].split()[0].replace(",", ""))

@@ -123,6 +123,8 @@ class RunConfig(DataConfig):
     corpora_dir: str = setting("corpora", "root of the teacher corpora")
     runs_dir: str = setting("runs", "root of the run folders")
     seed: int = setting(42, "seed of the data shuffles and of every stage whose seed is unset")
+    rl_dataset: str | None = setting(None, "combined datasets (office+industrial): GRPO on this part alone "
+                                           "(RL_DATASET; default: every part)", "--rl-dataset")
 
     def cap(self, rows: int = 0) -> int | None:
         """How many rows a stage reads: ``limit`` and the stage's own cap ``rows`` (see ``cap``)."""
@@ -389,6 +391,15 @@ class TrainConfig:
         check_modes((self.grpo.eval_mode,), "grpo.eval_mode")
         if not self.run.dataset:
             raise ConfigError("run.dataset is not set: pass --dataset NAME (make: DATASET=)")
+        if self.run.rl_dataset:
+            from synth.data.combined import PART_SEP
+
+            parts = self.run.dataset.split(PART_SEP) if PART_SEP in self.run.dataset else []
+            if self.run.rl_dataset not in parts:
+                raise ConfigError(
+                    f"run.rl_dataset {self.run.rl_dataset!r} (RL_DATASET): not a part of DATASET={self.run.dataset}"
+                    + (f" (parts: {', '.join(parts)})" if parts else "; it picks a part of a combined dataset "
+                       "such as office+industrial"))
         self.run.check_prompts()
         self.align.check()
         self.activate.check()

@@ -23,6 +23,7 @@ import logging
 import time
 from pathlib import Path
 
+from synth.data.combined import of_part
 from train.config import EvalConfig
 
 log = logging.getLogger(__name__)
@@ -38,24 +39,43 @@ def evaluate_model(model, tok, rows: list[dict], sids: dict[str, list[str]], mod
     from train.metrics import best_rank, rank_of, ranking_metrics, sliced_metrics, targets_sharing
     from train.trie import SidTrie
 
-    trie = SidTrie.from_sids(sids, tok)
     model.eval()
     dcfg = DecodeConfig(num_beams=cfg.num_beams, num_return=cfg.num_beams, mode=mode,
                         max_think_tokens=cfg.max_think_tokens, batch_size=cfg.batch_size,
                         best_of_n=cfg.best_of_n if mode == "thinking" else 1)
     t0 = time.time()
-    sid_of = trie.sequences  # THE hit rule: by SID (module docstring)
-    lists = ranked_lists(model, tok, [r["prompt"] for r in rows], trie, dcfg, sharded=sharded)
     score = best_rank if dcfg.best_of_n > 1 else rank_of
-    ranks = [score(r["target"], ls, by=sid_of) for r, ls in zip(rows, lists)]
+    ranks: list[int | None] = [None] * len(rows)
+    domains = domain_groups(rows)
+    for domain, idx in domains.items():  # one group (None) unless the rows come from a combined dataset
+        trie = SidTrie.from_sids(of_part(sids, domain), tok)
+        sid_of = trie.sequences  # THE hit rule: by SID (module docstring)
+        lists = ranked_lists(model, tok, [rows[i]["prompt"] for i in idx], trie, dcfg, sharded=sharded)
+        for i, ls in zip(idx, lists):
+            ranks[i] = score(rows[i]["target"], ls, by=sid_of)
     out = ranking_metrics(ranks)
+    if None not in domains:
+        out["domains"] = {d: ranking_metrics([ranks[i] for i in idx]) for d, idx in domains.items()}
     if rows and all("slices" in r for r in rows):  # rows without slices (older callers): no "slices" entry
         out["slices"] = sliced_metrics(ranks, [r["slices"] for r in rows])
+    sid_of = {i: tuple(t) for i, t in sids.items()}
     out["targets_sharing_sid"] = targets_sharing([r["target"] for r in rows], sid_of)
     out["hit"] = "sid"
     out["wall_s"] = round(time.time() - t0, 1)
     if dcfg.best_of_n > 1:
         out["best_of_n"] = dcfg.best_of_n
+    return out
+
+
+def domain_groups(rows: list[dict]) -> dict[str | None, list[int]]:
+    """Row indices by ``"domain"`` (rows of a combined dataset: ``tasks.rec_rows``), in first-seen order;
+    ``{None: all}`` when the rows carry none. Each domain is ranked over its own items' SIDs (its part of
+    the one SID space), as its single-domain run ranks them: evaluation on every part separately."""
+    if not rows or "domain" not in rows[0]:
+        return {None: list(range(len(rows)))}
+    out: dict[str | None, list[int]] = {}
+    for i, r in enumerate(rows):
+        out.setdefault(r["domain"], []).append(i)
     return out
 
 

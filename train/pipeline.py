@@ -133,14 +133,17 @@ def train_activate(run: Run, stage: Stage, rows, cfg) -> dict:
 
 def grpo_rows(run: Run, cfg) -> dict:
     """Prompts rendered by the starting model's tokenizer (loaded alone), the trie of its SID tokens."""
+    from synth.data.combined import of_part
     from train.model import load_tokenizer
     from train.trie import SidTrie, sid_strings
 
     tok = load_tokenizer(run.src)
-    data = {"train_rows": tasks.rec_rows(run.inputs, "train", tok, run.cap()),
-            "eval_rows": tasks.rec_rows(run.inputs, "valid", tok, run.cap(cfg.eval_rows)),
-            "trie": SidTrie.from_sids(run.inputs.sids, tok), "valid_sids": sid_strings(run.inputs.sids)}
-    log.info("grpo: %d prompts, %d validation rows", len(data["train_rows"]), len(data["eval_rows"]))
+    part = run.cfg.run.rl_dataset  # a combined dataset's part to reinforce on (None: all of it)
+    data = {"train_rows": tasks.rec_rows(run.inputs, "train", tok, run.cap(), domain=part),
+            "eval_rows": tasks.rec_rows(run.inputs, "valid", tok, run.cap(cfg.eval_rows), domain=part),
+            "trie": SidTrie.from_sids(of_part(run.inputs.sids, part), tok), "valid_sids": sid_strings(run.inputs.sids)}
+    log.info("grpo: %d prompts, %d validation rows%s", len(data["train_rows"]), len(data["eval_rows"]),
+             f" of part {part}" if part else "")
     return data
 
 
@@ -235,13 +238,14 @@ def input_files(cfg: TrainConfig, inputs: tasks.Inputs, preset: Path | None) -> 
 
 def run_name(cfg: TrainConfig) -> str:
     """<model>-<teacher> (S2), <model>-nocorpus-s1 / <model>-<teacher>-s1 (S1), <model>-<teacher>-s3 (S3);
-    with another SID set than the own one, @<set> after it (tiny-metadata@reference), as corpora are named."""
+    GRPO on one part of a combined dataset: -rl-<part>; with another SID set than the own one, @<set> after it
+    (tiny-metadata@reference), as corpora are named."""
     from synth.data.dataset import sid_set_name
 
     variant = cfg.variant
     sids = sid_set_name(cfg.run.sids)
     return (f"{Path(cfg.run.model).name}-{cfg.run.teacher or 'nocorpus'}" + ("" if variant == "s2" else f"-{variant}")
-            + ("" if sids == "own" else f"@{sids}"))
+            + (f"-rl-{cfg.run.rl_dataset}" if cfg.run.rl_dataset else "") + ("" if sids == "own" else f"@{sids}"))
 
 
 def run_dir(cfg: TrainConfig) -> Path:

@@ -484,6 +484,44 @@ def grpo_section(dataset_dir: Path) -> list[str]:
                          "reasoning tokens", "steps with reward variance", "curves"], rows)
 
 
+def _rl_part(path: str) -> str:
+    """The GRPO part of a combined run (its recorded ``run.rl_dataset``), "all" when unset."""
+    try:
+        cfg = json.loads(Path(path).read_text(encoding="utf-8")).get("config") or {}
+    except (OSError, json.JSONDecodeError):
+        return DASH
+    return (cfg.get("run") or {}).get("rl_dataset") or "all"
+
+
+def domain_section(dataset: str, runs_dir: Path, rows: list[Row]) -> list[str]:
+    """A combined dataset's per-domain results (each part ranked over its own items), side by side with the
+    single-domain runs of each part where they exist: the in-domain vs cross-domain comparison of the
+    paper's Figure 3."""
+    from synth.data.combined import parts_of
+
+    parts = parts_of(dataset)
+    if not parts:
+        return []
+    lines: list[list[str]] = []
+    for part in parts:
+        single, _ = collect(runs_dir / part) if (runs_dir / part).is_dir() else ([], [])
+        for r in single:
+            lines.append([part, r.run, part, part if r.stages.endswith("grpo") else DASH, r.stages, r.mode,
+                          *(_fmt(r.metrics.get(m)) for m in METRICS), _fmt(r.metrics.get("n"))])
+        for r in rows:
+            m = (r.metrics.get("domains") or {}).get(part)
+            if isinstance(m, dict):
+                lines.append([part, r.run, dataset, _rl_part(r.path) if r.stages.endswith("grpo") else DASH,
+                              r.stages, r.mode, *(_fmt(m.get(k)) for k in METRICS), _fmt(m.get("n"))])
+    if not lines:
+        return []
+    head = ["", "## Per domain (in-domain vs cross-domain)", "",
+            f"Each part of {dataset} ranked over its own items (its share of the one SID space), as its single-domain "
+            "run ranks them; rows trained on the part alone come first (`runs/<part>/`).", ""]
+    return head + _table(["domain", "run", "trained on", "GRPO on", "stages", "mode",
+                          *(_metric_name(m) for m in METRICS), "n"], lines)
+
+
 def build(dataset: str, runs_dir: str | os.PathLike = RunConfig.runs_dir, out: str | os.PathLike | None = None,
           strict: bool = False) -> Report:
     dataset_dir = Path(runs_dir) / dataset
@@ -500,6 +538,7 @@ def build(dataset: str, runs_dir: str | os.PathLike = RunConfig.runs_dir, out: s
         png = None
     rel = os.path.relpath(png, out.parent) if png else None
     grpo = grpo_section(dataset_dir) if dataset_dir.is_dir() else []
+    grpo = domain_section(dataset, Path(runs_dir), rows) + grpo
     with atomic_write(out) as f:
         f.write(markdown(dataset, rows, published, skipped, rel) + "\n".join(grpo) + ("\n" if grpo else ""))
     return Report(out, png, rows, published, skipped)

@@ -7,6 +7,7 @@ master weights (``train.model.load_for_training``) under bf16 autocast (``bf16``
 """
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -222,7 +223,12 @@ def run_sft(model_dir: str | Path, out_dir: str | Path, train_rows: list[dict], 
         trainer.data_collator = packed_rows_collator(tok.pad_token_id)
     cap_steps(trainer, cfg)
     t0 = time.time()
-    result = trainer.train()
+    gc.collect()
+    gc.freeze()  # the set-up's objects (dataset, tokenizer, modules) out of the collector's passes during training
+    try:
+        result = trainer.train()
+    finally:
+        gc.unfreeze()
     wall = time.time() - t0
     history = trainer.state.log_history
     evals = [h["eval_loss"] for h in history if "eval_loss" in h]

@@ -40,6 +40,13 @@ class Inputs:
     prompts: str = "full"  # the prompt set every row and prompt is written in (train.templates.PROMPT_SETS)
 
     @cached_property
+    def parts(self) -> list[str] | None:
+        """The parts of a combined dataset (``synth.data.combined``), None for a plain one."""
+        from synth.data.combined import dataset_parts
+
+        return dataset_parts(self.dataset)
+
+    @cached_property
     def sid_of(self) -> dict[str, str]:
         # Cached: every row builder reads it, sample by sample.
         return {iid: sid_string(toks) for iid, toks in self.sids.items()}
@@ -330,19 +337,29 @@ def activate_rows(inputs: Inputs, limit: int | None = None) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 # stage 3: GRPO and evaluation prompts
 # ---------------------------------------------------------------------------------------------
-def rec_rows(inputs: Inputs, split: str, tokenizer, limit: int | None = None) -> list[dict]:
+def rec_rows(inputs: Inputs, split: str, tokenizer, limit: int | None = None,
+             domain: str | None = None) -> list[dict]:
     """Rendered recommendation prompts (chat template up to the assistant turn) with targets.
 
     GRPO receives the prompt as plain text (standard format), so its completions are plain text and
     the reward reads exactly what the model wrote; evaluation renders the same text. Each row carries
-    its ``"slices"`` (``train.metrics.slice_labels``: cold, repeat), which evaluation scores apart.
+    its ``"slices"`` (``train.metrics.slice_labels``: cold, repeat), which evaluation scores apart, and, for a
+    combined dataset, its ``"domain"`` (the part of its target; evaluation ranks each part apart). ``domain``:
+    only the rows of that part (GRPO on one part: ``RL_DATASET``), the first ``limit`` of them.
     """
+    from synth.data.combined import domain_of
     from train.metrics import slice_labels
 
     sid_of = inputs.sid_of
     labels = slice_labels(inputs.dataset, split)  # every row of the split, in file order: the first rows align
+    samples = zip(inputs.dataset.samples(split), labels)
+    if domain is not None:
+        samples = ((s, sl) for s, sl in samples if domain_of(s.target) == domain)
     rows = []
-    for s, slices in zip(_take(inputs.dataset.samples(split), limit), labels):
+    for s, slices in _take(samples, limit):
         prompt = render_prompt(tokenizer, rec_messages([sid_of[i] for i in s.history], inputs.prompts))
-        rows.append({"prompt": prompt, "target_sid": sid_of[s.target], "target": s.target, "slices": slices})
+        row = {"prompt": prompt, "target_sid": sid_of[s.target], "target": s.target, "slices": slices}
+        if inputs.parts:
+            row["domain"] = domain_of(s.target)
+        rows.append(row)
     return rows

@@ -3,6 +3,7 @@
     python -m synth.data --dataset office --from ../shared/data/amazon18/Office_Products
     python -m synth.data --dataset games                        # raw Amazon 2018
     python -m synth.data --dataset office --source minionerec   # MiniOneRec's splits
+    python -m synth.data --dataset office+industrial            # a combination of prepared parts
 
 Prints the stats JSON on stdout; progress goes to stderr. ``source.json`` records where the
 data came from and the run's provenance (``synth.provenance``). Exit status
@@ -17,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from synth.data.dataset import data_root
+from synth.data.combined import combine, parts_of
+from synth.data.dataset import DatasetError, data_root
 from synth.data.download import DownloadConfig
 from synth.endpoints import safe_url
 from synth.errors import run_cli
@@ -45,6 +47,11 @@ def run(args: argparse.Namespace) -> tuple[dict, Path]:
     """Build the dataset; returns its stats and the folder its input files were read from."""
     root = args.data_dir or data_root()
     out = root / args.dataset
+    if parts_of(args.dataset):  # office+industrial: built from the prepared parts
+        if args.from_dir is not None or args.source != "amazon":
+            raise DatasetError(f"DATASET={args.dataset} is a combination of prepared datasets: prepare each part "
+                               "with FROM=/SOURCE= (`make data DATASET=<part> FROM=...`), then run it without them")
+        return combine(args.dataset, root), out
     if args.from_dir is not None:
         from synth.data.importer import import_folder
 

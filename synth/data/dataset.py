@@ -170,6 +170,13 @@ class Dataset:
         """THE choice of SID file: ``own`` (default: sids.json), ``reference`` (reference_sids.json)
         or the path of a SID map (name ``custom``); a missing file is a DatasetError saying what to run."""
         key = OWN if sids is None or str(sids) == "" else str(sids)
+        from synth.data.combined import PART_SEP
+
+        if key == REFERENCE and PART_SEP in self.name:
+            raise DatasetError(
+                f"SIDS={REFERENCE} with DATASET={self.name}: the publishers' SIDs are one SID space per dataset (the "
+                f"same SID names different items in each part); a combination has one SID space of its own: "
+                f"`make sids DATASET={self.name}`, then SIDS={OWN}")
         if key in SID_SETS:
             p = self.path / SID_SETS[key]
             if not p.exists():

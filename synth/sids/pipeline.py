@@ -10,17 +10,19 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from synth.data.combined import domain_of, part_dirs, sid_domain_stats
 from synth.data.dataset import Dataset, DatasetError, dataset_dir
-from synth.io import write_json
+from synth.io import atomic_write, read_json, write_json
 from synth.provenance import provenance
 from synth.settings import to_dict
 from synth.sid import tokens_from_codes
 from synth.sids.assign import collision_stats, max_items_per_prefix, resolve_collisions, utilisation
-from synth.sids.embed import EmbedConfig, cached_embeddings, item_text
+from synth.sids.embed import EmbedConfig, cached_embeddings, embeddings_file_key, item_text
 from synth.sids.rqvae import RQVAEConfig, save_model, train_rqvae
 
 
@@ -67,6 +69,53 @@ def assign_sids(item_ids: list[str], embeddings: np.ndarray, cfg: RQVAEConfig):
     return sids, stats, model
 
 
+# The SID settings a combination and its parts' own SIDs must share, so that a part's single-domain run and
+# the combination's per-domain results compare like for like (the paper's Figure 3): sids_stats.json keys.
+SHARED_SID_SETTINGS = ("embedder", "description_words", "levels_rqvae", "codebook_size")
+
+
+def check_part_settings(cfg: SidsConfig, parts: list[tuple[str, Path]], combined: str) -> None:
+    """Every part whose own SIDs exist was made with the combination's SID settings; else a DatasetError
+    naming the part, the setting, both values and what to run."""
+    mine = {"embedder": cfg.embed.embedder, "description_words": cfg.embed.description_words,
+            "levels_rqvae": cfg.rqvae.levels, "codebook_size": cfg.rqvae.codebook_size}
+    for part, folder in parts:
+        stats_file = folder / "sids_stats.json"
+        if not stats_file.exists():
+            continue
+        theirs = read_json(stats_file)
+        for key in SHARED_SID_SETTINGS:
+            if key in theirs and theirs[key] != mine[key]:
+                raise DatasetError(
+                    f"DATASET={combined}: part {part!r} has SIDs made with {key}={theirs[key]!r} ({stats_file}) and "
+                    f"this run would use {key}={mine[key]!r}: the parts and their combination need the same SID "
+                    f"settings to compare. Remake the part's SIDs (`make sids DATASET={part}` with the same settings) "
+                    f"or run this with the part's settings")
+
+
+def combined_embeddings(out: Path, parts: list[tuple[str, Path]], item_ids: list[str], texts: list[str],
+                        cfg: EmbedConfig) -> tuple[np.ndarray, Path, bool]:
+    """The combination's embeddings: each part's rows from that part's cache (``cached_embeddings`` in the
+    part's folder: the same texts give the same key), encoded there when missing; cached here too."""
+    path = out / f"embeddings.{embeddings_file_key(texts, cfg)}.npy"
+    if path.exists():
+        emb = np.load(path)
+        if emb.shape[0] == len(texts):
+            return emb, path, True
+    rows, all_cached = [], True
+    for part, folder in parts:
+        idx = [i for i, iid in enumerate(item_ids) if domain_of(iid) == part]
+        part_emb, _, cached = cached_embeddings(folder, [texts[i] for i in idx], cfg)
+        rows.append((idx, part_emb))
+        all_cached &= cached
+    emb = np.zeros((len(texts), rows[0][1].shape[1]), dtype=rows[0][1].dtype)
+    for idx, part_emb in rows:
+        emb[idx] = part_emb
+    with atomic_write(path, "wb") as f:
+        np.save(f, emb)
+    return emb, path, all_cached
+
+
 def run(cfg: SidsConfig) -> dict:
     """The whole stage; returns the stats it wrote to sids_stats.json."""
     t0 = time.time()
@@ -77,7 +126,12 @@ def run(cfg: SidsConfig) -> dict:
     if len(item_ids) < 2:
         raise DatasetError(f"{out}/items.jsonl holds {len(item_ids)} item(s); SIDs need at least 2")
     texts = [item_text(ds.items[i], cfg.embed.description_words) for i in item_ids]
-    emb, emb_path, cached = cached_embeddings(out, texts, cfg.embed)
+    parts = part_dirs(ds)
+    if parts:  # a combination: one SID space over every part's items, from each part's cached embeddings
+        check_part_settings(cfg, parts, ds.name)
+        emb, emb_path, cached = combined_embeddings(out, parts, item_ids, texts, cfg.embed)
+    else:
+        emb, emb_path, cached = cached_embeddings(out, texts, cfg.embed)
     t_embed = time.time() - t0
 
     sids, stats, model = assign_sids(item_ids, emb, cfg.rqvae)
@@ -85,6 +139,7 @@ def run(cfg: SidsConfig) -> dict:
     stats = {
         "dataset": cfg.dataset,
         **stats,
+        **({"parts": [p for p, _ in parts], **sid_domain_stats(sids)} if parts else {}),
         "embedder": cfg.embed.embedder,
         "embedding_dim": int(emb.shape[1]),
         "embeddings_file": emb_path.name,
