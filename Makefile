@@ -4,6 +4,7 @@
 #   make sids DATASET=office
 #   make synth DATASET=office TEACHER=metadata        (or TEACHER=gpt-4o-mini)
 #   make train DATASET=office TEACHER=metadata MODEL=tiny
+#   make view DATASET=office TEACHER=metadata         (corpora/office/metadata/report.html; TEACHER=a,b compares two)
 #   SIDS=reference on synth/train/eval: the publishers' SIDs (data/<dataset>/reference_sids.json) instead of
 #   the project's own (SIDS=own, sids.json); corpora for them live in corpora/<dataset>/<teacher>@reference/
 #   DATASET=office+industrial: a combination of prepared parts (make data/sids/synth/train/report on it;
@@ -35,7 +36,7 @@ flag = $(if $(filter 1 true yes,$(2)),$(1))
 # so a Makefile-wide default shared with other targets does not override a preset.
 given = $(if $(filter-out undefined default file,$(origin $(2))),$(1) $($(2)))
 
-.PHONY: setup data sids synth train eval bench baseline report lint test test-fast all clean-venv
+.PHONY: setup data sids synth train eval bench baseline report view lint test test-fast all clean-venv
 
 setup: $(STAMP)
 
@@ -69,6 +70,11 @@ synth: $(STAMP)
 		$(call opt,--max-tokens,$(MAX_TOKENS)) $(call opt,--max-samples,$(MAX_SAMPLES)) \
 		$(call opt,--timeout,$(TIMEOUT)) $(call opt,--max-attempts,$(MAX_ATTEMPTS)) $(call opt,--backoff,$(BACKOFF)) \
 		$(call opt,--structured-output,$(STRUCTURED_OUTPUT)) $(if $(EXTRA_BODY),--extra-body '$(EXTRA_BODY)')
+
+# One self-contained HTML page of a corpus (corpora/<dataset>/<teacher>/report.html); TEACHER=a,b compares two.
+view: $(STAMP)
+	$(BIN)/python -m synth.view --dataset $(DATASET) --teacher $(TEACHER) $(call given,--data-dir,DATA_DIR) \
+		$(call given,--corpora-dir,CORPORA_DIR) $(call opt,--out,$(VIEW_OUT))
 
 # Reference rows in the same harness: MODEL=sasrec, MODEL=popular or MODEL=tiger.
 # MODEL=tiger generates SIDs: SIDS=own|reference|<path> picks them (runs/<dataset>/baseline-tiger@reference/).

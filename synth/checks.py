@@ -57,6 +57,25 @@ TITLE_IN_TEXT = "title_in_text"
 LEAK_SID = "leak_sid"
 LEAK_TITLE = "leak_title"
 
+# What each reason a record can be rejected or fail with means (the corpus page shows it beside the examples).
+REASON_EXPLANATIONS = {
+    MISSING_SID: "the text does not carry a SID it must (the item's own, or the recommended item's at the end)",
+    UNKNOWN_SID: "a SID-shaped run in the text names no item of the catalogue (an invented or mangled SID)",
+    TITLE_IN_TEXT: "a catalogue title appears in the text, whole or as a distinctive fragment: items must be named "
+                   "by SID only",
+    LEAK_SID: "the user reasoning names the held-out next item by its SID",
+    LEAK_TITLE: "the user reasoning reveals the held-out next item: its title, a distinctive fragment, a paraphrase "
+                "of its rare title words or its model number",
+    "empty_after_cleaning": "nothing was left of the answer after removing the think block and markup",
+    "bad_json": "the item analysis is not a JSON object",
+    "empty": "the teacher returned an empty answer",
+    "schema": "the item analysis JSON does not match the schema of prompts/synth/item_analysis.schema.json",
+    "truncated": "the teacher stopped at max_tokens (finish_reason length): the answer is cut off",
+    "near_duplicate": "the MinHash pass found the text to repeat an earlier record's (Jaccard of word 3-grams >= 0.5)",
+    "budget_reached": "the run's dollar budget was spent before this record",
+    "stopped": "the run was stopped before this record finished",
+}
+
 # Function words never count as evidence for a title.
 STOPWORDS = frozenset(
     """a an and are as at be by for from has have in into is it its of on or that the this
