@@ -235,3 +235,42 @@ def test_train_on_two_domains_reinforce_on_one_evaluate_on_each(two):
         assert set(m["domains"]) == {"a", "b"} and m["domains"]["a"]["n"] + m["domains"]["b"]["n"] == m["n"]
     assert "grpo: 16 prompts, 1 validation rows of part a" in res.stderr
     assert metrics["config"]["run"]["rl_dataset"] == "a"
+
+
+def test_grpo_validation_ranks_each_domain_like_evaluation(two, monkeypatch):
+    """GRPO's validation callback on rows of every part scores each part over its own items: the same
+    Recall@10 as the stage evaluation of the same rows."""
+    from transformers import TrainerState
+
+    from synth.sid import vocabulary_of
+    from train import tasks
+    from train.config import EvalConfig
+    from train.evaluate import evaluate_model
+    from train.grpo import make_recall_callback
+    from train.model import build_tiny
+    from train.trie import SidTrie
+
+    data_main(["--dataset", "a+b", "--data-dir", str(two)])
+    a, b = Dataset(two / "a").sids(), Dataset(two / "b").sids()
+    combined = {f"a:{i}": t for i, t in a.items()}
+    combined.update({f"b:{i}": [t[0], t[1], f"<c_{100 + k}>"] for k, (i, t) in enumerate(b.items())})
+    (two / "a+b" / "sids.json").write_text(json.dumps(combined))
+    model, tok = build_tiny(vocabulary_of(combined.values()), texts=["pens paper"] * 4)
+    rows = tasks.rec_rows(tasks.load_inputs("a+b", data_dir=two), "train", tok, limit=10)
+    import train.decoding as decoding
+
+    seen = []
+    real = decoding.recommend
+
+    def spy(model, tok, prompts, trie, cfg):  # which items each decoding call may name
+        seen.append((len(prompts), {i.split(":")[0] for i in trie.sequences}))
+        return real(model, tok, prompts, trie, cfg)
+
+    monkeypatch.setattr(decoding, "recommend", spy)
+    cb = make_recall_callback(rows, SidTrie.from_sids(combined, tok), tok, every=1, mode="direct", max_think_tokens=8)
+    state = TrainerState()
+    cb._evaluate(state, model)
+    assert sorted(seen, key=str) == [(5, {"a"}), (5, {"b"})]  # each part over its own items only
+    monkeypatch.setattr(decoding, "recommend", real)
+    want = evaluate_model(model, tok, rows, combined, "direct", EvalConfig(num_beams=10, batch_size=32))
+    assert cb.points[0]["val_n"] == 10 and cb.points[0]["val_recall@10"] == want["recall@10"]

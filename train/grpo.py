@@ -77,8 +77,14 @@ def make_recall_callback(rows: list[dict], trie, tokenizer, every: int, mode: st
     """
     from transformers import TrainerCallback
 
+    from synth.data.combined import of_part
     from train.decoding import DecodeConfig, recommend
+    from train.evaluate import domain_groups
     from train.metrics import rank_of, ranking_metrics
+    from train.trie import SidTrie
+
+    # rows of a combined dataset: each domain ranked over its own items, as train.evaluate ranks them
+    groups = [(idx, trie if d is None else SidTrie(of_part(trie.sequences, d))) for d, idx in domain_groups(rows).items()]
 
     class RecallCallback(TrainerCallback):
         def __init__(self):
@@ -90,9 +96,12 @@ def make_recall_callback(rows: list[dict], trie, tokenizer, every: int, mode: st
             t0 = time.time()
             cfg = DecodeConfig(num_beams=10, num_return=10, mode=mode, max_think_tokens=max_think_tokens,
                                batch_size=batch_size)
-            ranked = recommend(model, tokenizer, [r["prompt"] for r in rows], trie, cfg)
-            # a hit by SID, as in train.evaluate (the same rule for shared reference SIDs)
-            m = ranking_metrics([rank_of(r["target"], rk, by=trie.sequences) for r, rk in zip(rows, ranked)])
+            ranks: list[int | None] = [None] * len(rows)
+            for idx, part_trie in groups:
+                ranked = recommend(model, tokenizer, [rows[i]["prompt"] for i in idx], part_trie, cfg)
+                for i, rk in zip(idx, ranked):  # a hit by SID, as in train.evaluate (shared reference SIDs too)
+                    ranks[i] = rank_of(rows[i]["target"], rk, by=part_trie.sequences)
+            m = ranking_metrics(ranks)
             if was_training:
                 model.train()
             point = {"step": state.global_step, "val_recall@10": m["recall@10"], "val_ndcg@10": m["ndcg@10"],
