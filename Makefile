@@ -105,7 +105,9 @@ TRAIN_FLAGS = $(strip --dataset $(DATASET) --teacher $(TEACHER) $(call opt,--con
 	$(call opt,--modes,$(MODES)) $(call opt,--general,$(GENERAL)) $(call opt,--general-n,$(GENERAL_N)) \
 	$(if $(ALIGN_CORPUS),$(if $(filter 0 false no,$(ALIGN_CORPUS)),--no-align-corpus,--align-corpus)) \
 	$(call opt,--beams,$(BEAMS)) $(call opt,--best-of-n,$(BEST_OF_N)) $(call flag,--dry-run,$(DRY_RUN)) \
-	$(call opt,--rl-dataset,$(RL_DATASET)) $(TRAIN_ARGS))
+	$(call opt,--rl-dataset,$(RL_DATASET)) \
+	$(if $(SAVE_STEPS),--align.save-steps $(SAVE_STEPS) --activate.save-steps $(SAVE_STEPS) --grpo.save-steps $(SAVE_STEPS)) \
+	$(TRAIN_ARGS))
 train: $(STAMP)
 	$(TRAIN_LAUNCH) train run $(TRAIN_FLAGS)
 

@@ -90,7 +90,13 @@ def _main(argv=None) -> int:
 
 
 def main(argv=None) -> int:
-    return run_cli(_main, argv)
+    from train.checkpoints import EXIT_PREEMPTED, Preempted
+
+    try:
+        return run_cli(_main, argv)
+    except Preempted as e:  # SIGTERM/SIGINT: a checkpoint was saved; the same command resumes
+        print(f"interrupted: {e}", file=sys.stderr)
+        return EXIT_PREEMPTED
 
 
 if __name__ == "__main__":

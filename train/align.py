@@ -8,5 +8,6 @@ from train.sft import run_sft
 __all__ = ["run_align", "run_sft"]
 
 
-def run_align(model_dir, out_dir, train_rows: list[dict], eval_rows: list[dict], cfg: AlignConfig) -> dict:
-    return run_sft(model_dir, out_dir, train_rows, eval_rows, cfg, patience=cfg.patience)
+def run_align(model_dir, out_dir, train_rows: list[dict], eval_rows: list[dict], cfg: AlignConfig,
+              resume_ok: bool = True) -> dict:
+    return run_sft(model_dir, out_dir, train_rows, eval_rows, cfg, patience=cfg.patience, resume_ok=resume_ok)

@@ -161,6 +161,9 @@ class TrainingConfig(Section):
     activation_checkpointing: bool | None = setting(None, "recompute activations (unset: on when a GPU is present "
                                                           "and the stage's estimated memory does not fit it: "
                                                           "train.model.activation_checkpointing)")
+    save_steps: int = setting(0, "full checkpoint (model, optimizer, scheduler, RNG, data position) every N "
+                                 "optimizer steps; a rerun resumes from the newest (0: none; align with "
+                                 "validation: at each validation, which keeps the best model)")
     attention: str = setting("auto", "attention kernel: auto (flash_attention_2 where installed on a GPU; else "
                                      "flex_attention for packed SFT on a GPU; else sdpa) | " + " | ".join(ATTENTION[1:]))
 
@@ -205,7 +208,9 @@ class AlignConfig(SFTStageConfig):
     epochs: float = restated(TrainingConfig, "epochs", 10, "--align-epochs")
     per_device_batch: int = restated(TrainingConfig, "per_device_batch", 4)
     batch_size: int = restated(SFTStageConfig, "batch_size", 64)
-    patience: int = setting(2, "early stopping: epochs without a better validation loss (released code: 3)")
+    save_steps: int = restated(TrainingConfig, "save_steps", 50)
+    patience: int = setting(2, "early stopping: validations (every save_steps; each epoch when 0) without a better "
+                               "validation loss (released code: 3 epochs)")
     eval_rows: int = setting(2000, "validation rows for the per-epoch SID-history -> SID loss (0 = all)")
     corpus: bool = setting(True, "mix the teacher corpus texts into alignment (false: the paper's S1, the "
                                  "alignment tasks alone; the corpus still feeds activation)", "--align-corpus")
@@ -237,6 +242,7 @@ class ActivateConfig(SFTStageConfig):
     epochs: float = restated(TrainingConfig, "epochs", 1, "--activate-epochs")
     per_device_batch: int = restated(TrainingConfig, "per_device_batch", 16)
     batch_size: int = restated(SFTStageConfig, "batch_size", 256)
+    save_steps: int = restated(TrainingConfig, "save_steps", 20)
     max_length: int = restated(SFTStageConfig, "max_length", 1024)
     warmup_steps: float = restated(SFTStageConfig, "warmup_steps", 10)
 
@@ -265,6 +271,7 @@ class GRPOStageConfig(TrainingConfig):
     learning_rate: float = restated(TrainingConfig, "learning_rate", 5e-7)
     epochs: float = restated(TrainingConfig, "epochs", 10)
     max_steps: int = restated(TrainingConfig, "max_steps", -1, "--grpo-steps")
+    save_steps: int = restated(TrainingConfig, "save_steps", 10)
     prompts_per_step: int = setting(256, "prompts per optimizer step, each sampled num_generations times")
     per_device_batch: int = setting(16, "completions per device per forward/backward pass")
     generation_batch: int = setting(128, "completions generated together per process (a divisor of the step's "

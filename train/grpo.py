@@ -36,6 +36,7 @@ batching in bf16 runs on a bf16 copy of the policy: TRL casts the policy itself,
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import replace
@@ -44,6 +45,7 @@ from pathlib import Path
 from synth.data.dataset import DatasetError
 from synth.io import write_json
 from synth.settings import ConfigError
+from train.checkpoints import Preempted, checkpoint_step, note_resume, resume_point, trainer_callbacks
 from train.config import OPTIMIZER, GRPOStageConfig, on_gpu
 from train.dist import trainer_activation_checkpointing, world_size
 from train.model import activation_checkpointing, attention_kernel, load_for_training, runtime
@@ -363,7 +365,9 @@ def grpo_args(cfg: GRPOStageConfig, out_dir: Path, reward_weights: list[float], 
         use_cpu=not on_gpu(),  # transformers refuses bf16 autocast on a CPU unless told it is one
         activation_checkpointing=trainer_activation_checkpointing(cfg.activation_checkpointing),  # not FSDP's too
         logging_steps=cfg.logging_steps,
-        save_strategy="no",
+        save_strategy="steps" if cfg.save_steps > 0 else "no",
+        save_steps=max(1, cfg.save_steps),
+        save_total_limit=2,  # the last two complete checkpoints (train.checkpoints)
         report_to=[],
         seed=cfg.seed,
         log_completions=False,
@@ -375,7 +379,7 @@ def grpo_args(cfg: GRPOStageConfig, out_dir: Path, reward_weights: list[float], 
 
 
 def run_grpo(model_dir, out_dir, train_rows: list[dict], cfg: GRPOStageConfig, valid_sids: set[str],
-             eval_rows: list[dict] | None = None, trie=None) -> dict:
+             eval_rows: list[dict] | None = None, trie=None, resume_ok: bool = True) -> dict:
     """GRPO from ``model_dir`` on rows ``{"prompt": text, "target_sid": SID}``; saves ``out_dir/model``."""
     from datasets import Dataset as HFDataset
 
@@ -400,11 +404,23 @@ def run_grpo(model_dir, out_dir, train_rows: list[dict], cfg: GRPOStageConfig, v
     if eval_rows and cfg.eval_every and trie is not None:
         callbacks.append(make_recall_callback(eval_rows, trie, tok, cfg.eval_every, cfg.eval_mode,
                                               cfg.max_completion_length))
+    marker, stop = trainer_callbacks()
     trainer = trainer_class(cfg, trie, tok)(model=model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=tok,
-                          callbacks=callbacks)
+                          callbacks=[*callbacks, marker, stop])
+    if not resume_ok:
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    resume = resume_point(out_dir / "checkpoints")
+    if resume is not None:
+        log.info("grpo: resuming from step %d (%s)", checkpoint_step(resume), resume)
+    if not resume_ok:
+        (out_dir / "resumes.json").unlink(missing_ok=True)
+    resumes = note_resume(out_dir, checkpoint_step(resume) if resume is not None else None)
     t0 = time.time()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     wall = time.time() - t0
+    if stop.stopped:
+        raise Preempted(f"grpo stopped on a signal at step {trainer.state.global_step} after saving a checkpoint: "
+                        "rerun the same command to resume")
     save_trained(trainer, tok, out_dir / "model")
     history = trainer.state.log_history
     steps = [h for h in history if "reward" in h]
@@ -416,6 +432,7 @@ def run_grpo(model_dir, out_dir, train_rows: list[dict], cfg: GRPOStageConfig, v
         "rollout_engine": engine,
         "runtime": runtime(model, cfg, world_size(), rollout_engine=engine, rollout_engine_why=why),
         "steps": trainer.state.global_step,
+        "resumes": resumes,
         "first_reward": steps[0]["reward"] if steps else None,
         "last_reward": steps[-1]["reward"] if steps else None,
         "recall_points": [h for h in history if "val_recall@10" in h],
@@ -433,4 +450,5 @@ def run_grpo(model_dir, out_dir, train_rows: list[dict], cfg: GRPOStageConfig, v
     if trainer.is_world_process_zero():
         write_json(out_dir / "log_history.json", history)
         write_json(out_dir / "summary.json", summary)
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the stage is done: its model is saved
     return summary

@@ -116,7 +116,7 @@ def align_rows(run: Run, cfg) -> tuple[list[dict], list[dict]]:
 def train_align(run: Run, stage: Stage, data, cfg) -> dict:
     from train.align import run_align
 
-    return run_align(run.src, run.dir / stage.name, *data, cfg)
+    return run_align(run.src, run.dir / stage.name, *data, cfg, resume_ok=not run.cfg.run.force)
 
 
 def activate_rows(run: Run, cfg) -> list[dict]:
@@ -128,7 +128,7 @@ def activate_rows(run: Run, cfg) -> list[dict]:
 def train_activate(run: Run, stage: Stage, rows, cfg) -> dict:
     from train.activate import run_activate
 
-    return run_activate(run.src, run.dir / stage.name, rows, cfg)
+    return run_activate(run.src, run.dir / stage.name, rows, cfg, resume_ok=not run.cfg.run.force)
 
 
 def grpo_rows(run: Run, cfg) -> dict:
@@ -150,7 +150,7 @@ def grpo_rows(run: Run, cfg) -> dict:
 def train_grpo(run: Run, stage: Stage, data: dict, cfg) -> dict:
     from train.grpo import run_grpo
 
-    return run_grpo(run.src, run.dir / stage.name, cfg=cfg, **data)
+    return run_grpo(run.src, run.dir / stage.name, cfg=cfg, resume_ok=not run.cfg.run.force, **data)
 
 
 def evaluation_work(run: Run, cfg: EvalConfig, after: Stage) -> list[tuple[str, Path, list[str]]]:
@@ -210,7 +210,8 @@ def run_stages(cfg: TrainConfig, preset: Path | None = None) -> Run:
                     wall = time.time() - t0
                     log.info("stage %s finished in %.1f s", stage.name, wall)
                     run.record(stage.name, train_wall=wall)
-                    run.record_runtime(stage.name, (summary or {}).get("runtime"))
+                    run.record_runtime(stage.name, {**((summary or {}).get("runtime") or {}),
+                                                    "resumes": (summary or {}).get("resumes", [])})
         if stage.trains and model_saved(run, stage):
             run.src = run.dir / stage.output
         evaluate(run, stage, evaluation_work(run, cfg.eval, stage), cfg.eval)

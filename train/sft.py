@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from synth.io import write_json
+from train.checkpoints import Preempted, checkpoint_step, note_resume, resume_point, trainer_callbacks
 from train.config import OPTIMIZER, SFTStageConfig, grad_accum, on_gpu
 from train.dist import trainer_activation_checkpointing, world_size
 from train.model import activation_checkpointing, attention_kernel, load_for_training, runtime
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def sft_args(cfg: SFTStageConfig, out_dir: Path, with_eval: bool):
-    """TRL's SFTConfig for ``cfg`` (resolved); with validation rows: per-epoch eval, best model kept."""
+    """TRL's SFTConfig for ``cfg`` (resolved); with validation rows: validation at each checkpoint (every
+    ``save_steps``, else each epoch), the best model kept."""
     from trl import SFTConfig
 
     return SFTConfig(
@@ -47,13 +49,18 @@ def sft_args(cfg: SFTStageConfig, out_dir: Path, with_eval: bool):
         max_length=cfg.max_length,
         packing=cfg.packing,
         packing_strategy="bfd",
-        eval_strategy="epoch" if with_eval else "no",
-        save_strategy="epoch" if with_eval else "no",
+        # full checkpoints to resume from (train.checkpoints) every save_steps; with validation rows, each
+        # checkpoint is validated there (transformers keeps the best only among validated saves), so the
+        # validation runs every save_steps, or at each epoch's end when save_steps is 0
+        eval_strategy=("steps" if cfg.save_steps > 0 else "epoch") if with_eval else "no",
+        eval_steps=max(1, cfg.save_steps) if with_eval else None,
+        save_strategy=("steps" if cfg.save_steps > 0 else ("epoch" if with_eval else "no")),
+        save_steps=max(1, cfg.save_steps),
         load_best_model_at_end=with_eval,
         metric_for_best_model="eval_loss" if with_eval else None,
         greater_is_better=False if with_eval else None,
-        save_total_limit=2 if with_eval else None,  # the best and the latest
-        save_only_model=True,
+        save_total_limit=2,  # the latest two (and the best, with validation)
+        save_only_model=False,  # optimizer, scheduler and RNG states too: what resuming needs
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
         report_to=[],
@@ -196,11 +203,12 @@ def cap_steps(trainer, cfg: SFTStageConfig) -> None:
 
 
 def run_sft(model_dir: str | Path, out_dir: str | Path, train_rows: list[dict], eval_rows: list[dict] | None,
-            cfg: SFTStageConfig, patience: int = 0) -> dict:
+            cfg: SFTStageConfig, patience: int = 0, resume_ok: bool = True) -> dict:
     """Train ``model_dir`` on ``train_rows`` (``{"messages": ...}``) and save to ``out_dir/model``.
 
-    With ``eval_rows``: the validation loss every epoch, the best model kept, and early stopping
-    after ``patience`` epochs without improvement (0 = none)."""
+    With ``eval_rows``: the validation loss at every checkpoint (every ``save_steps``; each epoch when 0), the
+    best model kept, and early stopping after ``patience`` validations without improvement (0 = none). An earlier run of the stage that was
+    interrupted resumes from its newest complete checkpoint unless ``resume_ok`` is false (FORCE=1)."""
     from datasets import Dataset as HFDataset
     from transformers import EarlyStoppingCallback
 
@@ -211,13 +219,19 @@ def run_sft(model_dir: str | Path, out_dir: str | Path, train_rows: list[dict], 
     cfg = replace(cfg, activation_checkpointing=activation_checkpointing(
         cfg.activation_checkpointing, model, cfg.per_device_batch * cfg.max_length))
     with_eval = bool(eval_rows)
+    marker, stop = trainer_callbacks()
+    checkpoints = out_dir / "checkpoints"
+    if not resume_ok:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    resume = resume_point(checkpoints)
     trainer = _sft_trainer_class()(
         model=model,
         args=sft_args(cfg, out_dir, with_eval),
         train_dataset=HFDataset.from_list(tokenize_rows(train_rows, tok, cfg.history_loss)),
         eval_dataset=HFDataset.from_list(tokenize_rows(eval_rows, tok)) if with_eval else None,
         processing_class=tok,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)] if with_eval and patience else [],
+        callbacks=([EarlyStoppingCallback(early_stopping_patience=patience)] if with_eval and patience else [])
+        + [marker, stop],
     )
     if cfg.packing and not flattens_packs(model.config._attn_implementation):
         trainer.data_collator = packed_rows_collator(tok.pad_token_id)
@@ -225,11 +239,19 @@ def run_sft(model_dir: str | Path, out_dir: str | Path, train_rows: list[dict], 
     t0 = time.time()
     gc.collect()
     gc.freeze()  # the set-up's objects (dataset, tokenizer, modules) out of the collector's passes during training
+    if resume is not None:
+        log.info("%s: resuming from step %d (%s)", out_dir.name, checkpoint_step(resume), resume)
+    if not resume_ok:
+        (out_dir / "resumes.json").unlink(missing_ok=True)
+    resumes = note_resume(out_dir, checkpoint_step(resume) if resume is not None else None)
     try:
-        result = trainer.train()
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     finally:
         gc.unfreeze()
     wall = time.time() - t0
+    if stop.stopped:
+        raise Preempted(f"{out_dir.name} stopped on a signal at step {trainer.state.global_step} after saving a "
+                        "checkpoint: rerun the same command to resume")
     history = trainer.state.log_history
     evals = [h["eval_loss"] for h in history if "eval_loss" in h]
     save_trained(trainer, tok, out_dir / "model")
@@ -241,6 +263,7 @@ def run_sft(model_dir: str | Path, out_dir: str | Path, train_rows: list[dict], 
         "train_rows": len(train_rows),
         "eval_rows": len(eval_rows or []),
         "steps": trainer.state.global_step,
+        "resumes": resumes,
         "epochs": trainer.state.epoch,
         "train_loss": result.training_loss,
         "eval_losses": evals,
