@@ -78,3 +78,5 @@ def test_tiny_chain_end_to_end(shared_office, tmp_path):
     res2 = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert res2.returncode == 0, res2.stderr[-3000:]
     assert "finished in" not in res2.stderr
+    # the rerun writes the provenance again and keeps what the first run recorded per stage
+    assert set(json.loads((run / "manifest.json").read_text())["runtime"]) == {"align", "activate", "grpo"}

@@ -210,8 +210,8 @@ def run_stages(cfg: TrainConfig, preset: Path | None = None) -> Run:
                     wall = time.time() - t0
                     log.info("stage %s finished in %.1f s", stage.name, wall)
                     run.record(stage.name, train_wall=wall)
-                    run.record_runtime(stage.name, {**((summary or {}).get("runtime") or {}),
-                                                    "resumes": (summary or {}).get("resumes", [])})
+                    if summary and summary.get("runtime"):  # the stages that train (base only builds)
+                        run.record_runtime(stage.name, {**summary["runtime"], "resumes": summary.get("resumes", [])})
         if stage.trains and model_saved(run, stage):
             run.src = run.dir / stage.output
         evaluate(run, stage, evaluation_work(run, cfg.eval, stage), cfg.eval)
@@ -281,7 +281,10 @@ def open_run(cfg: TrainConfig, preset: Path | None) -> Run:
         prov = records.run_provenance(cfg.to_dict(), input_files(cfg, inputs, preset))
         sid_set = records.sid_set_block(inputs.sid_set, prov)
         check_run_sids(run, sid_set)
-        write_json(run.dir / "manifest.json", {**prov, "sid_set": sid_set})
+        # what earlier invocations of this run recorded per stage (runtime, resumes) stays: a rerun after an
+        # interruption writes the provenance again, not the history of the stages it did not train
+        earlier = read_json(run.dir / "manifest.json").get("runtime") if (run.dir / "manifest.json").exists() else None
+        write_json(run.dir / "manifest.json", {**prov, "sid_set": sid_set, **({"runtime": earlier} if earlier else {})})
         records.start(run.metrics, records.record(
             kind="llm", model=r.model, dataset=r.dataset, run=name, limit=r.limit, config=cfg.to_dict(), prov=prov,
             data=records.data_block(inputs.dataset.path, prov), sid_set=sid_set, variant=cfg.variant,
