@@ -5,6 +5,8 @@
 #   make synth DATASET=office TEACHER=metadata        (or TEACHER=gpt-4o-mini)
 #   make train DATASET=office TEACHER=metadata MODEL=tiny
 #   make view DATASET=office TEACHER=metadata         (corpora/office/metadata/report.html; TEACHER=a,b compares two)
+#   REPORT_TO=tensorboard,wandb,mlflow on synth/train: log to those trackers (runs/<dataset>/<run>/tb/, W&B offline
+#   unless logged in, MLflow at runs/mlflow.db unless MLFLOW_TRACKING_URI; README "Experiment tracking")
 #   SIDS=reference on synth/train/eval: the publishers' SIDs (data/<dataset>/reference_sids.json) instead of
 #   the project's own (SIDS=own, sids.json); corpora for them live in corpora/<dataset>/<teacher>@reference/
 #   DATASET=office+industrial: a combination of prepared parts (make data/sids/synth/train/report on it;
@@ -69,7 +71,8 @@ synth: $(STAMP)
 		$(call flag,--dry-run,$(DRY_RUN)) $(call flag,--batch,$(BATCH)) $(call opt,--temperature,$(TEMPERATURE)) \
 		$(call opt,--max-tokens,$(MAX_TOKENS)) $(call opt,--max-samples,$(MAX_SAMPLES)) \
 		$(call opt,--timeout,$(TIMEOUT)) $(call opt,--max-attempts,$(MAX_ATTEMPTS)) $(call opt,--backoff,$(BACKOFF)) \
-		$(call opt,--structured-output,$(STRUCTURED_OUTPUT)) $(if $(EXTRA_BODY),--extra-body '$(EXTRA_BODY)')
+		$(call opt,--structured-output,$(STRUCTURED_OUTPUT)) $(if $(EXTRA_BODY),--extra-body '$(EXTRA_BODY)') \
+		$(call opt,--report-to,$(REPORT_TO)) $(call given,--runs-dir,RUNS_DIR)
 
 # One self-contained HTML page of a corpus (corpora/<dataset>/<teacher>/report.html); TEACHER=a,b compares two.
 view: $(STAMP)
@@ -105,7 +108,7 @@ TRAIN_FLAGS = $(strip --dataset $(DATASET) --teacher $(TEACHER) $(call opt,--con
 	$(call opt,--modes,$(MODES)) $(call opt,--general,$(GENERAL)) $(call opt,--general-n,$(GENERAL_N)) \
 	$(if $(ALIGN_CORPUS),$(if $(filter 0 false no,$(ALIGN_CORPUS)),--no-align-corpus,--align-corpus)) \
 	$(call opt,--beams,$(BEAMS)) $(call opt,--best-of-n,$(BEST_OF_N)) $(call flag,--dry-run,$(DRY_RUN)) \
-	$(call opt,--rl-dataset,$(RL_DATASET)) \
+	$(call opt,--rl-dataset,$(RL_DATASET)) $(call opt,--report-to,$(REPORT_TO)) \
 	$(if $(SAVE_STEPS),--align.save-steps $(SAVE_STEPS) --activate.save-steps $(SAVE_STEPS) --grpo.save-steps $(SAVE_STEPS)) \
 	$(TRAIN_ARGS))
 train: $(STAMP)

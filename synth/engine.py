@@ -50,6 +50,7 @@ from synth.teacher import (
     make_teacher,
     resolve_route,
 )
+from synth.tracking import check_installed, parse_report_to, scalars, tracked
 
 ITEM, USER = "item", "user"
 # How much of a rejected output to keep in rejected.jsonl (enough to see why).
@@ -130,6 +131,11 @@ class SynthConfig:
     progress: bool = setting(True, "print a progress line (--quiet turns it off)")
     progress_interval: float | None = setting(None, "seconds between progress lines; none: 0.5 on a terminal, "
                                               "10 otherwise")
+    report_to: tuple[str, ...] = setting((), "experiment trackers the run logs its progress, rejections, tokens and "
+                                         "dollars to: tensorboard, wandb and/or mlflow, comma-separated; none: no "
+                                         "tracking (REPORT_TO; synth.tracking)")
+    runs_dir: str = setting("runs", "where the trackers' files go: <runs_dir>/<dataset>/synth-<corpus>/ (RUNS_DIR)")
+    track_interval: float = setting(5.0, "seconds between tracker points (REPORT_TO)")
 
     def __post_init__(self) -> None:
         if self.structured_output not in (AUTO, *MODES):
@@ -139,6 +145,8 @@ class SynthConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
         object.__setattr__(self, "extra_body", self.extra_body or None)  # {} sends nothing extra
+        object.__setattr__(self, "report_to", parse_report_to(self.report_to))  # "none" -> ()
+        check_installed(self.report_to)  # before anything is sent
 
     def generation(self) -> dict:
         return {"temperature": self.temperature, "resample_temperature": self.resample_temperature,
@@ -248,6 +256,7 @@ class Engine:
         self.failure_detail: dict[str, str] = {}
         self.teacher: Teacher | None = None
         self.cache: ResponseCache | None = None
+        self.tracker = None  # synth.tracking.TrackedRun of this run (REPORT_TO)
         self._t0 = time.monotonic()
 
     # ---- set-up checks ----
@@ -393,11 +402,50 @@ class Engine:
                 f"{s.requests_sent / el:.0f} req/s  cache hits {s.cache_hits}  rejected/failed: {rej}  "
                 f"${s.spent_usd:.4f} spent  ETA {_fmt_duration(eta)}")
 
+    def progress_scalars(self) -> dict[str, float]:
+        """The progress line's numbers for the trackers (``synth/...``): counts, rates, ETA, tokens, dollars,
+        and how many records ended each way and for which reason so far."""
+        s, total = self.stats, len(self.records)
+        el = max(time.monotonic() - self._t0, 1e-9)
+        rate = s.done / el
+        out = {"synth/records_done": s.done, "synth/records_total": total, "synth/progress": s.done / max(total, 1),
+               "synth/records_per_s": rate, "synth/requests_per_s": s.requests_sent / el,
+               "synth/eta_s": (total - s.done) / rate if rate > 0 else 0.0,
+               "synth/requests_sent": s.requests_sent, "synth/cache_hits": s.cache_hits,
+               "synth/truncated_answers": s.truncated, "synth/tokens_in": s.tokens_in, "synth/tokens_out": s.tokens_out,
+               "synth/cost_usd": s.cost_usd, "synth/spent_usd": s.spent_usd}
+        out.update({f"synth/outcomes/{k}": v for k, v in s.outcomes.items()})
+        out.update({f"synth/reasons/{k}": v for k, v in s.reasons.items()})  # rejected or failed, by reason
+        return {k: float(v) for k, v in out.items()}
+
+    def _track(self) -> None:
+        if self.tracker is not None:
+            self.tracker.log(self.progress_scalars(), self.stats.done)
+
+    def _open_tracker(self) -> None:
+        """One tracked run per invocation (``<dataset>/synth-<corpus>/synth``), its parameters the resolved
+        settings (server URLs without credentials), prompt hashes, SID set and dataset file hashes."""
+        cfg = self.config
+        if not cfg.report_to:
+            return
+        out = corpus_dir(self.dataset.name, cfg.teacher, cfg.corpora_dir, self.sid_set.name)
+        prov = provenance({**to_dict(cfg), "api_base": safe_bases(cfg.api_base)},
+                          {**{name: self.dataset.path / name for name in DATASET_FILES},
+                           self.sid_set.path.name: self.sid_set.path})
+        params = {"config": prov["config"], "prompt_hashes": self.prompt_hashes, "sid_set": self.sid_set.record(),
+                  "inputs": {name: f["sha256"] for name, f in prov["inputs"].items()}, "versions": prov["versions"],
+                  "commit": prov["commit"], "corpus": str(out)}
+        self.tracker = tracked(cfg.report_to, folder=Path(cfg.runs_dir) / self.dataset.name / f"synth-{out.name}",
+                               runs_dir=cfg.runs_dir, dataset=self.dataset.name, stage="synth", params=params,
+                               resume=False, metric_names=("corpus/written", "corpus/cost_usd"),
+                               step_key="synth/records_done")
+
     async def _ticker(self) -> None:
         tty = sys.stderr.isatty()
         interval = self.config.progress_interval or (0.5 if tty else 10.0)
         flush_every = 0.25
         next_print = time.monotonic() + interval
+        next_track = time.monotonic() + self.config.track_interval
         while True:
             await asyncio.sleep(flush_every)
             if self.cache is not None:
@@ -406,6 +454,9 @@ class Engine:
                 next_print = time.monotonic() + interval
                 print(("\r" if tty else "") + self.progress_line(), end="" if tty else "\n",
                       file=sys.stderr, flush=True)
+            if self.tracker is not None and time.monotonic() >= next_track:
+                next_track = time.monotonic() + self.config.track_interval
+                self._track()
 
     async def run_async(self) -> RunResult:
         cfg = self.config
@@ -413,10 +464,21 @@ class Engine:
             self.teacher = make_teacher(cfg.teacher_config(), batch=cfg.batch)
         if cfg.dry_run:
             return self._dry_run()
-        if self.teacher is not None:
-            await self.teacher.start()  # preflight: fails fast, before anything is queued
-            self.cache = ResponseCache(cfg.cache_dir)
-        self._t0 = time.monotonic()
+        try:
+            self._open_tracker()  # first: a run that fails its preflight is on record too
+            if self.teacher is not None:
+                await self.teacher.start()  # preflight: fails fast, before anything is queued
+                self.cache = ResponseCache(cfg.cache_dir)
+            self._t0 = time.monotonic()
+            self._track()  # the starting point: 0 of N
+            return await self._run_records()
+        finally:
+            if self.tracker is not None:
+                self.tracker.close()
+                self.tracker = None
+
+    async def _run_records(self) -> RunResult:
+        cfg = self.config
         results: list[Outcome | None] = [None] * len(self.records)
         queue = list(range(len(self.records)))[::-1]  # pop() from the end = record order
         # Batch API: every record in flight at once, so each step goes out as one batch.
@@ -439,6 +501,7 @@ class Engine:
                 await self.teacher.aclose()
         if cfg.progress:
             print(("\r" if sys.stderr.isatty() else "") + self.progress_line(), file=sys.stderr, flush=True)
+        self._track()
         if self.fatal is not None:
             raise PreflightError(f"{self.fatal.detail or self.fatal.reason}; nothing was written (answers "
                                  "received so far are cached): fix it and re-run")
@@ -453,6 +516,12 @@ class Engine:
         out = write_corpus(corpus_dir(self.dataset.name, self.config.teacher, self.config.corpora_dir,
                                       self.sid_set.name),
                            tally.items, tally.users, tally.rejected, manifest)
+        if self.tracker is not None:  # what the corpus holds, after the near-duplicate pass
+            keys = ("written", "written_items", "written_users", "rejected", "failed", "unfinished", "cache_hits",
+                    "requests_sent", "request_attempts", "truncated_answers", "tokens_in", "tokens_out", "cost_usd",
+                    "spent_usd", "wall_time_s")
+            self.tracker.log({**scalars({k: manifest[k] for k in keys}, "corpus"),
+                              "corpus/rejected_total": float(sum(manifest["rejected"].values()))}, self.stats.done)
         if tally.unfinished:
             return RunResult(manifest, out, 3, f"budget reached (${self.stats.spent_usd:.4f} of "
                              f"${self.config.budget_usd:g}); {tally.unfinished} records unfinished; "

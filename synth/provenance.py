@@ -21,7 +21,7 @@ from synth.io import sha256_file
 
 PACKAGES = ("sidreasoner-toolkit", "torch", "transformers", "trl", "accelerate", "datasets", "litellm",
             "openai", "aiohttp", "tenacity", "jinja2", "datasketch", "numpy", "sentence-transformers",
-            "orjson", "uvloop")
+            "orjson", "uvloop", "tensorboard", "wandb", "mlflow")  # the trackers: when installed
 REPO = Path(__file__).resolve().parents[1]
 
 

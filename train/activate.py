@@ -10,5 +10,6 @@ from train.config import ActivateConfig
 from train.sft import run_sft
 
 
-def run_activate(model_dir, out_dir, train_rows: list[dict], cfg: ActivateConfig, resume_ok: bool = True) -> dict:
-    return run_sft(model_dir, out_dir, train_rows, None, cfg, resume_ok=resume_ok)
+def run_activate(model_dir, out_dir, train_rows: list[dict], cfg: ActivateConfig, resume_ok: bool = True,
+                 callbacks=()) -> dict:
+    return run_sft(model_dir, out_dir, train_rows, None, cfg, resume_ok=resume_ok, callbacks=callbacks)

@@ -9,5 +9,6 @@ __all__ = ["run_align", "run_sft"]
 
 
 def run_align(model_dir, out_dir, train_rows: list[dict], eval_rows: list[dict], cfg: AlignConfig,
-              resume_ok: bool = True) -> dict:
-    return run_sft(model_dir, out_dir, train_rows, eval_rows, cfg, patience=cfg.patience, resume_ok=resume_ok)
+              resume_ok: bool = True, callbacks=()) -> dict:
+    return run_sft(model_dir, out_dir, train_rows, eval_rows, cfg, patience=cfg.patience, resume_ok=resume_ok,
+                   callbacks=callbacks)

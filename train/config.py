@@ -125,6 +125,9 @@ class RunConfig(DataConfig):
     seed: int = setting(42, "seed of the data shuffles and of every stage whose seed is unset")
     rl_dataset: str | None = setting(None, "combined datasets (office+industrial): GRPO on this part alone "
                                            "(RL_DATASET; default: every part)", "--rl-dataset")
+    report_to: tuple[str, ...] = setting((), "experiment trackers each stage logs to (REPORT_TO): tensorboard, wandb "
+                                             "and/or mlflow, comma-separated; none: no tracking (synth.tracking)",
+                                         "--report-to")
 
     def cap(self, rows: int = 0) -> int | None:
         """How many rows a stage reads: ``limit`` and the stage's own cap ``rows`` (see ``cap``)."""
@@ -384,8 +387,11 @@ class TrainConfig:
 
     def resolved(self) -> "TrainConfig":
         """Unset values decided (seeds, bf16, checkpointing) and the whole checked."""
+        from synth.tracking import parse_report_to
+
         seed = self.run.seed
-        out = TrainConfig(self.run, self.align.resolved(seed), self.activate.resolved(seed),
+        run = replace(self.run, report_to=parse_report_to(self.run.report_to))  # "none" -> ()
+        out = TrainConfig(run, self.align.resolved(seed), self.activate.resolved(seed),
                           self.grpo.resolved(seed), self.eval)
         out.check()
         return out
@@ -408,6 +414,9 @@ class TrainConfig:
                     + (f" (parts: {', '.join(parts)})" if parts else "; it picks a part of a combined dataset "
                        "such as office+industrial"))
         self.run.check_prompts()
+        from synth.tracking import check_installed, parse_report_to
+
+        check_installed(parse_report_to(self.run.report_to))  # before anything trains
         self.align.check()
         self.activate.check()
         self.grpo.check()

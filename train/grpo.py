@@ -71,8 +71,9 @@ def reasoning_length_func(tokenizer):
 
 
 def make_recall_callback(rows: list[dict], trie, tokenizer, every: int, mode: str, max_think_tokens: int,
-                         batch_size: int = 32):
-    """TrainerCallback: Recall/NDCG@10 of the current policy on ``rows`` every ``every`` steps.
+                         batch_size: int = 32, trackers=()):
+    """TrainerCallback: Recall/NDCG@10 of the current policy on ``rows`` every ``every`` steps, appended to the
+    log history and handed to the experiment trackers' callbacks (``trackers``) as ``eval/recall@10``, ....
 
     Runs on the main process only (fine for one GPU and DeepSpeed ZeRO-2, whose parameters are not
     sharded; with FSDP set eval_every=0).
@@ -92,7 +93,7 @@ def make_recall_callback(rows: list[dict], trie, tokenizer, every: int, mode: st
         def __init__(self):
             self.points: list[dict] = []
 
-        def _evaluate(self, state, model):
+        def _evaluate(self, args, state, control, model):
             was_training = model.training
             model.eval()
             t0 = time.time()
@@ -111,21 +112,24 @@ def make_recall_callback(rows: list[dict], trie, tokenizer, every: int, mode: st
                      "val_wall_s": round(time.time() - t0, 1)}
             self.points.append(point)
             state.log_history.append(dict(point))
+            for tracker in trackers:  # transformers' integrations: "eval_x" is logged as "eval/x"
+                tracker.on_log(args, state, control, logs={"eval_recall@10": m["recall@10"], "eval_ndcg@10": m["ndcg@10"],
+                                                           "eval_recall@5": m["recall@5"]})
             log.info("GRPO step %d: validation recall@10 %.4f (%s, %d rows)", state.global_step,
                      m["recall@10"], mode, m["n"])
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             if every and state.is_world_process_zero:
-                self._evaluate(state, model)
+                self._evaluate(args, state, control, model)
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
             if every and state.is_world_process_zero and state.global_step % every == 0:
-                self._evaluate(state, model)
+                self._evaluate(args, state, control, model)
 
         def on_train_end(self, args, state, control, model=None, **kwargs):
             done = {p["step"] for p in self.points}
             if every and state.is_world_process_zero and state.global_step not in done:
-                self._evaluate(state, model)
+                self._evaluate(args, state, control, model)
 
     return RecallCallback()
 
@@ -379,8 +383,10 @@ def grpo_args(cfg: GRPOStageConfig, out_dir: Path, reward_weights: list[float], 
 
 
 def run_grpo(model_dir, out_dir, train_rows: list[dict], cfg: GRPOStageConfig, valid_sids: set[str],
-             eval_rows: list[dict] | None = None, trie=None, resume_ok: bool = True) -> dict:
-    """GRPO from ``model_dir`` on rows ``{"prompt": text, "target_sid": SID}``; saves ``out_dir/model``."""
+             eval_rows: list[dict] | None = None, trie=None, resume_ok: bool = True, callbacks=()) -> dict:
+    """GRPO from ``model_dir`` on rows ``{"prompt": text, "target_sid": SID}``; saves ``out_dir/model``.
+    ``callbacks``: the experiment trackers' (``synth.tracking.TrackedRun.callbacks``), which also receive the
+    validation points."""
     from datasets import Dataset as HFDataset
 
     from train.reward import make_reward_funcs
@@ -400,13 +406,15 @@ def run_grpo(model_dir, out_dir, train_rows: list[dict], cfg: GRPOStageConfig, v
     args = grpo_args(cfg, out_dir, reward_weights=reward_weights(cfg), engine=engine)
     kept, overlong = fit_prompts(train_rows, tok, cfg.max_prompt_length)
     ds = HFDataset.from_list([{"prompt": r["prompt"], "target_sid": r["target_sid"]} for r in kept])
-    callbacks = []
+    trackers = list(callbacks)
+    validation = []
     if eval_rows and cfg.eval_every and trie is not None:
-        callbacks.append(make_recall_callback(eval_rows, trie, tok, cfg.eval_every, cfg.eval_mode,
-                                              cfg.max_completion_length))
+        validation.append(make_recall_callback(eval_rows, trie, tok, cfg.eval_every, cfg.eval_mode,
+                                               cfg.max_completion_length, trackers=trackers))
     marker, stop = trainer_callbacks()
+    # the trackers' callbacks last: at the end of training the last validation point reaches them before they close
     trainer = trainer_class(cfg, trie, tok)(model=model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=tok,
-                          callbacks=[*callbacks, marker, stop])
+                          callbacks=[*validation, marker, stop, *trackers])
     if not resume_ok:
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     resume = resume_point(out_dir / "checkpoints")

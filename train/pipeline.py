@@ -46,6 +46,7 @@ class Run:
     inputs: tasks.Inputs
     dir: Path
     src: Path | None = None
+    tracker: Any = None  # the stage's synth.tracking.TrackedRun while it trains and is evaluated (REPORT_TO)
 
     @property
     def metrics(self) -> Path:
@@ -62,6 +63,24 @@ class Run:
         """THE metrics writer: one stage's results and/or training time into metrics.json."""
         if is_main():
             records.update(self.metrics, stage, results, train_wall)
+
+    def callbacks(self) -> list:
+        """The experiment trackers' trainer callbacks for the stage being trained (none without REPORT_TO)."""
+        return self.tracker.callbacks() if self.tracker is not None else []
+
+    def track(self, stage: str, fresh: bool):
+        """The stage's tracked run (``<dataset>/<run>/<stage>``) on the main process when REPORT_TO asks for one,
+        its parameters the run's manifest (resolved config, input hashes, SID set, versions); ``fresh``: a new
+        tracked run even where one was logged before (the stage trains again from scratch)."""
+        from synth.tracking import tracked
+
+        r = self.cfg.run
+        if not r.report_to or not is_main():
+            return None
+        manifest = self.dir / "manifest.json"
+        return tracked(r.report_to, folder=self.dir, runs_dir=r.runs_dir, dataset=r.dataset, stage=stage,
+                       params=read_json(manifest) if manifest.exists() else {}, resume=not fresh,
+                       metric_names=[f"test/{mode}/recall@10" for mode in self.cfg.eval.modes])
 
     def record_runtime(self, stage: str, runtime: dict | None) -> None:
         """What a stage ran with on this machine (attention kernel, activation checkpointing, rollout engine
@@ -116,7 +135,8 @@ def align_rows(run: Run, cfg) -> tuple[list[dict], list[dict]]:
 def train_align(run: Run, stage: Stage, data, cfg) -> dict:
     from train.align import run_align
 
-    return run_align(run.src, run.dir / stage.name, *data, cfg, resume_ok=not run.cfg.run.force)
+    return run_align(run.src, run.dir / stage.name, *data, cfg, resume_ok=not run.cfg.run.force,
+                     callbacks=run.callbacks())
 
 
 def activate_rows(run: Run, cfg) -> list[dict]:
@@ -128,7 +148,8 @@ def activate_rows(run: Run, cfg) -> list[dict]:
 def train_activate(run: Run, stage: Stage, rows, cfg) -> dict:
     from train.activate import run_activate
 
-    return run_activate(run.src, run.dir / stage.name, rows, cfg, resume_ok=not run.cfg.run.force)
+    return run_activate(run.src, run.dir / stage.name, rows, cfg, resume_ok=not run.cfg.run.force,
+                        callbacks=run.callbacks())
 
 
 def grpo_rows(run: Run, cfg) -> dict:
@@ -150,7 +171,8 @@ def grpo_rows(run: Run, cfg) -> dict:
 def train_grpo(run: Run, stage: Stage, data: dict, cfg) -> dict:
     from train.grpo import run_grpo
 
-    return run_grpo(run.src, run.dir / stage.name, cfg=cfg, resume_ok=not run.cfg.run.force, **data)
+    return run_grpo(run.src, run.dir / stage.name, cfg=cfg, resume_ok=not run.cfg.run.force,
+                    callbacks=run.callbacks(), **data)
 
 
 def evaluation_work(run: Run, cfg: EvalConfig, after: Stage) -> list[tuple[str, Path, list[str]]]:
@@ -176,13 +198,19 @@ def stage_work(run: Run, cfg: EvalConfig, after: Stage) -> list[tuple[str, Path,
 
 
 def evaluate(run: Run, stage: Stage, work, cfg: EvalConfig) -> None:
-    """Every process evaluates ``work`` (a share of the rows each); ``run.record`` writes on the main one."""
+    """Every process evaluates ``work`` (a share of the rows each); ``run.record`` writes on the main one, and
+    the stage's tracked run gets every number of the results as ``test/<mode>/...`` at the stage's last step."""
+    from synth.tracking import scalars
     from train.evaluate import evaluate_checkpoint
 
     for name, model, modes in work:
         results = evaluate_checkpoint(model, lambda tok: tasks.rec_rows(run.inputs, "test", tok, run.cap(cfg.test_rows)),
                                       run.inputs.sids, modes, cfg)
         run.record(name, results=results)
+        if run.tracker is not None:
+            summary = run.dir / name / "summary.json"
+            step = int(read_json(summary).get("steps") or 0) if summary.exists() else 0
+            run.tracker.log(scalars(results, "test"), step)
 
 
 TABLE: tuple[Stage, ...] = (
@@ -201,22 +229,34 @@ def run_stages(cfg: TrainConfig, preset: Path | None = None) -> Run:
     check_corpus(cfg, chosen)
     run = open_run(cfg, preset)
     for stage in TABLE:
-        if stage.name in chosen:
-            if not run.skip(stage.done(run, stage)):
-                settings = getattr(cfg, stage.section)
-                t0 = time.time()
-                summary = stage.train(run, stage, stage.rows(run, settings), settings)
-                if stage.trains:
-                    wall = time.time() - t0
-                    log.info("stage %s finished in %.1f s", stage.name, wall)
-                    run.record(stage.name, train_wall=wall)
-                    if summary and summary.get("runtime"):  # the stages that train (base only builds)
-                        run.record_runtime(stage.name, {**summary["runtime"], "resumes": summary.get("resumes", [])})
-        if stage.trains and model_saved(run, stage):
-            run.src = run.dir / stage.output
-        evaluate(run, stage, evaluation_work(run, cfg.eval, stage), cfg.eval)
+        try:
+            if stage.name in chosen and not run.skip(stage.done(run, stage)):
+                if stage.name != "base":  # base only builds the model
+                    run.tracker = run.track(stage.name, fresh=cfg.run.force)
+                train_stage(run, stage, getattr(cfg, stage.section))
+            if stage.trains and model_saved(run, stage):
+                run.src = run.dir / stage.output
+            work = evaluation_work(run, cfg.eval, stage)
+            if work and run.tracker is None:  # an evaluation of a stage trained before: to its tracked run
+                run.tracker = run.track(stage.name, fresh=False)
+            evaluate(run, stage, work, cfg.eval)
+        finally:
+            if run.tracker is not None:
+                run.tracker.close()
+                run.tracker = None
     finish(run)
     return run
+
+
+def train_stage(run: Run, stage: Stage, settings) -> None:
+    t0 = time.time()
+    summary = stage.train(run, stage, stage.rows(run, settings), settings)
+    if stage.trains:
+        wall = time.time() - t0
+        log.info("stage %s finished in %.1f s", stage.name, wall)
+        run.record(stage.name, train_wall=wall)
+        if summary and summary.get("runtime"):  # the stages that train (base only builds)
+            run.record_runtime(stage.name, {**summary["runtime"], "resumes": summary.get("resumes", [])})
 
 
 def selected(cfg: TrainConfig) -> set[str]:

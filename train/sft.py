@@ -203,12 +203,13 @@ def cap_steps(trainer, cfg: SFTStageConfig) -> None:
 
 
 def run_sft(model_dir: str | Path, out_dir: str | Path, train_rows: list[dict], eval_rows: list[dict] | None,
-            cfg: SFTStageConfig, patience: int = 0, resume_ok: bool = True) -> dict:
+            cfg: SFTStageConfig, patience: int = 0, resume_ok: bool = True, callbacks=()) -> dict:
     """Train ``model_dir`` on ``train_rows`` (``{"messages": ...}``) and save to ``out_dir/model``.
 
     With ``eval_rows``: the validation loss at every checkpoint (every ``save_steps``; each epoch when 0), the
     best model kept, and early stopping after ``patience`` validations without improvement (0 = none). An earlier run of the stage that was
-    interrupted resumes from its newest complete checkpoint unless ``resume_ok`` is false (FORCE=1)."""
+    interrupted resumes from its newest complete checkpoint unless ``resume_ok`` is false (FORCE=1). ``callbacks``:
+    more trainer callbacks, last (the experiment trackers': ``synth.tracking.TrackedRun.callbacks``)."""
     from datasets import Dataset as HFDataset
     from transformers import EarlyStoppingCallback
 
@@ -231,7 +232,7 @@ def run_sft(model_dir: str | Path, out_dir: str | Path, train_rows: list[dict], 
         eval_dataset=HFDataset.from_list(tokenize_rows(eval_rows, tok)) if with_eval else None,
         processing_class=tok,
         callbacks=([EarlyStoppingCallback(early_stopping_patience=patience)] if with_eval and patience else [])
-        + [marker, stop],
+        + [marker, stop, *callbacks],
     )
     if cfg.packing and not flattens_packs(model.config._attn_implementation):
         trainer.data_collator = packed_rows_collator(tok.pad_token_id)
