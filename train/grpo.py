@@ -93,7 +93,7 @@ def make_recall_callback(rows: list[dict], trie, tokenizer, every: int, mode: st
         def __init__(self):
             self.points: list[dict] = []
 
-        def _evaluate(self, args, state, control, model):
+        def _evaluate(self, state, model, args=None, control=None):
             was_training = model.training
             model.eval()
             t0 = time.time()
@@ -120,16 +120,16 @@ def make_recall_callback(rows: list[dict], trie, tokenizer, every: int, mode: st
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             if every and state.is_world_process_zero:
-                self._evaluate(args, state, control, model)
+                self._evaluate(state, model, args, control)
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
             if every and state.is_world_process_zero and state.global_step % every == 0:
-                self._evaluate(args, state, control, model)
+                self._evaluate(state, model, args, control)
 
         def on_train_end(self, args, state, control, model=None, **kwargs):
             done = {p["step"] for p in self.points}
             if every and state.is_world_process_zero and state.global_step not in done:
-                self._evaluate(args, state, control, model)
+                self._evaluate(state, model, args, control)
 
     return RecallCallback()
 
