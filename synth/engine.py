@@ -404,7 +404,7 @@ class Engine:
 
     def progress_scalars(self) -> dict[str, float]:
         """The progress line's numbers for the trackers (``synth/...``): counts, rates, ETA, tokens, dollars,
-        and how many records ended each way and for which reason so far."""
+        how many records ended each way and for which reason so far, and the teacher's retries."""
         s, total = self.stats, len(self.records)
         el = max(time.monotonic() - self._t0, 1e-9)
         rate = s.done / el
@@ -416,6 +416,8 @@ class Engine:
                "synth/cost_usd": s.cost_usd, "synth/spent_usd": s.spent_usd}
         out.update({f"synth/outcomes/{k}": v for k, v in s.outcomes.items()})
         out.update({f"synth/reasons/{k}": v for k, v in s.reasons.items()})  # rejected or failed, by reason
+        if self.teacher is not None:  # attempts retried, by what went wrong (http_429, timeout, ...)
+            out.update({f"synth/retries/{k}": v for k, v in self.teacher.retries.items()})
         return {k: float(v) for k, v in out.items()}
 
     def _track(self) -> None:

@@ -135,12 +135,13 @@ def test_synth_logs_progress_rejections_tokens_and_dollars(tmp_path):
     make_dataset(tmp_path / "data", "tiny", n_items=16, n_train=16)
     runs = tmp_path / "runs"
     env = {**tracker_env(tmp_path), "OPENAI_API_KEY": key}
-    with TeacherServer(ServerConfig(require_key=key, reject_rate=0.3)) as srv:
+    with TeacherServer(ServerConfig(require_key=key, reject_rate=0.3, fault_rates={"500": 0.15},
+                                    retry_after="0")) as srv:
         res = subprocess.run(
             [sys.executable, "-m", "synth", "--dataset", "tiny", "--teacher", "openai/teacher", "--api-base",
              srv.base_url, "--data-dir", str(tmp_path / "data"), "--corpora-dir", str(tmp_path / "corpora"),
              "--cache-dir", str(tmp_path / "cache"), "--runs-dir", str(runs), "--report-to",
-             "tensorboard,wandb,mlflow", "--max-samples", "1", "--quiet"],
+             "tensorboard,wandb,mlflow", "--max-samples", "1", "--backoff", "0.01", "--quiet"],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     manifest = json.loads((tmp_path / "corpora" / "tiny" / "openai_teacher" / "manifest.json").read_text())
@@ -158,6 +159,7 @@ def test_synth_logs_progress_rejections_tokens_and_dollars(tmp_path):
         assert tb[f"corpus/rejected/{reason}"] == [(total, float(n))]
     assert tb["corpus/rejected_total"][-1][1] == sum(manifest["rejected"].values())
     assert tb["synth/tokens_in"][-1][1] == manifest["tokens_in"]  # the live counts end at the manifest's
+    assert manifest["retries"] and all(tb[f"synth/retries/{k}"][-1][1] == n for k, n in manifest["retries"].items())
     assert "sidreasoner/config/text_summary" in tb_texts(folder / "tb" / "synth")
 
     (wb,) = wandb_runs(folder / "wandb")
