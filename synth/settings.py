@@ -141,7 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, section: str | None = No
             continue
         dest = f"{section}.{f.name}" if section else f.name
         flag = "--" + (f"{section}." if section else "") + f.name.replace("_", "-")
-        flags = [flag, *f.metadata.get("flags", ())]
+        flags = list(dict.fromkeys([flag, *f.metadata.get("flags", ())]))  # an alias equal to the flag once
         inner, _ = _optional(types_[f.name])
         default = f.default if f.default is not dataclasses.MISSING else "(computed)"
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
