@@ -420,6 +420,13 @@ class Engine:
             out.update({f"synth/retries/{k}": v for k, v in self.teacher.retries.items()})
         return {k: float(v) for k, v in out.items()}
 
+    def _provenance(self) -> dict:
+        """The run's provenance: resolved settings (server URLs without credentials) and the input files' hashes."""
+        cfg = self.config
+        return provenance({**to_dict(cfg), "api_base": safe_bases(cfg.api_base)},
+                          {**{name: self.dataset.path / name for name in DATASET_FILES},
+                           self.sid_set.path.name: self.sid_set.path})
+
     def _track(self) -> None:
         if self.tracker is not None:
             self.tracker.log(self.progress_scalars(), self.stats.done)
@@ -431,9 +438,7 @@ class Engine:
         if not cfg.report_to:
             return
         out = corpus_dir(self.dataset.name, cfg.teacher, cfg.corpora_dir, self.sid_set.name)
-        prov = provenance({**to_dict(cfg), "api_base": safe_bases(cfg.api_base)},
-                          {**{name: self.dataset.path / name for name in DATASET_FILES},
-                           self.sid_set.path.name: self.sid_set.path})
+        prov = self._provenance()
         params = {"config": prov["config"], "prompt_hashes": self.prompt_hashes, "sid_set": self.sid_set.record(),
                   "inputs": {name: f["sha256"] for name, f in prov["inputs"].items()}, "versions": prov["versions"],
                   "commit": prov["commit"], "corpus": str(out)}
@@ -576,9 +581,7 @@ class Engine:
 
     def _manifest(self, tally: Tally) -> dict:
         cfg, s = self.config, self.stats
-        prov = provenance({**to_dict(cfg), "api_base": safe_bases(cfg.api_base)},
-                          {**{name: self.dataset.path / name for name in DATASET_FILES},
-                           self.sid_set.path.name: self.sid_set.path})
+        prov = self._provenance()
         teacher = self._teacher_fields()
         n_written = len(tally.items) + len(tally.users)
         manifest = {
